@@ -1,0 +1,317 @@
+//! Deployments: one actor per `model_list` entry, owning its health, and a handle the request
+//! path uses without a mailbox hop.
+//!
+//! The [`Deployment`] actor is the only writer of the deployment's [`Health`]; after every
+//! reported outcome it publishes a [`HealthSnapshot`] through an `ArcSwap`. Counters that must be
+//! exact at admission (in-flight requests, this minute's requests and tokens, the rpm limiter)
+//! are atomics on the [`DeploymentHandle`], updated by the request itself.
+
+pub mod health;
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
+use arc_swap::ArcSwap;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+use crate::config::DeploymentConfig;
+use crate::cost::Price;
+use crate::failure::UpstreamFailure;
+use crate::metrics::Metrics;
+pub use health::{Health, HealthPolicy, HealthSnapshot, Outcome, State, Transition};
+
+/// Reports queued for one deployment before new ones are dropped (and counted).
+const MAILBOX_CAPACITY: usize = 16_384;
+
+/// The actor that owns one deployment's health.
+pub struct Deployment {
+    handle: DeploymentHandle,
+    health: Health,
+    policy: HealthPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl Actor for Deployment {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.publish();
+    }
+}
+
+/// An upstream call finished; fold its outcome into the deployment's health.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportOutcome {
+    pub outcome: Outcome,
+    pub at: Instant,
+}
+
+/// Stop the actor (the gateway is shutting down).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Handler<ReportOutcome> for Deployment {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportOutcome, ctx: &mut Self::Context) {
+        let transition = self.health.record(msg.at, &msg.outcome, &self.policy);
+        self.publish();
+        let (entered, until) = match transition {
+            Transition::None => return,
+            Transition::CooldownEntered { until } => (true, until),
+            Transition::CooldownExtended { until } => (false, until),
+        };
+        let cfg = self.handle.config();
+        let secs = until.saturating_duration_since(msg.at).as_secs_f64();
+        if entered {
+            tracing::warn!(deployment = %cfg.id, model_group = %cfg.model_name, cooldown_secs = secs, "deployment cooling down");
+            let status = match &msg.outcome {
+                Outcome::Failure { class, .. } => class.litellm_name(),
+                Outcome::Success { .. } => "",
+            };
+            self.metrics.deployment_cooled_down(cfg, status);
+        } else {
+            tracing::debug!(deployment = %cfg.id, cooldown_secs = secs, "deployment cooldown extended");
+        }
+        // Publish again when the cooldown is over, so the state gauge and the log follow.
+        ctx.run_later(until.saturating_duration_since(Instant::now()) + Duration::from_millis(1), |act, _| {
+            let now = Instant::now();
+            if act.health.cooldown_until(now).is_none() {
+                tracing::info!(deployment = %act.handle.config().id, "deployment cooldown over");
+            }
+            act.publish();
+        });
+    }
+}
+
+impl Handler<Stop> for Deployment {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Deployment {
+    fn publish(&mut self) {
+        let snapshot = self.health.snapshot(Instant::now(), &self.policy);
+        self.metrics
+            .deployment_state(self.handle.config(), snapshot.state);
+        self.handle.inner.health.store(Arc::new(snapshot));
+    }
+
+    /// Starts the actor for one deployment on the current arbiter and returns its handle.
+    pub fn start(
+        config: DeploymentConfig,
+        price: Option<Price>,
+        max_input_tokens: Option<u64>,
+        policy: HealthPolicy,
+        metrics: Arc<Metrics>,
+    ) -> DeploymentHandle {
+        let rpm = config
+            .rpm
+            .and_then(|rpm| NonZeroU32::new(rpm.min(u32::MAX as u64) as u32))
+            .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm)));
+        let ctx = Context::new();
+        let handle = DeploymentHandle {
+            inner: Arc::new(Inner {
+                config,
+                price,
+                max_input_tokens,
+                in_flight: AtomicU32::new(0),
+                rpm,
+                usage: MinuteUsage::default(),
+                health: ArcSwap::from_pointee(HealthSnapshot::healthy()),
+                addr: ctx.address(),
+                metrics: metrics.clone(),
+            }),
+        };
+        let actor = Deployment {
+            handle: handle.clone(),
+            health: Health::new(Instant::now()),
+            policy,
+            metrics,
+        };
+        ctx.run(actor);
+        handle
+    }
+}
+
+/// Requests and tokens in the current UTC minute (LiteLLM's rpm/tpm accounting).
+#[derive(Debug, Default)]
+struct MinuteUsage {
+    minute: AtomicU64,
+    requests: AtomicU64,
+    tokens: AtomicU64,
+}
+
+fn utc_minute() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / 60)
+        .unwrap_or(0)
+}
+
+impl MinuteUsage {
+    fn roll(&self, minute: u64) {
+        let seen = self.minute.load(Ordering::Relaxed);
+        if seen != minute
+            && self
+                .minute
+                .compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.requests.store(0, Ordering::Relaxed);
+            self.tokens.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn add(&self, requests: u64, tokens: u64) {
+        self.roll(utc_minute());
+        if requests > 0 {
+            self.requests.fetch_add(requests, Ordering::Relaxed);
+        }
+        if tokens > 0 {
+            self.tokens.fetch_add(tokens, Ordering::Relaxed);
+        }
+    }
+
+    fn current(&self) -> (u64, u64) {
+        if self.minute.load(Ordering::Relaxed) != utc_minute() {
+            return (0, 0);
+        }
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.tokens.load(Ordering::Relaxed),
+        )
+    }
+}
+
+struct Inner {
+    config: DeploymentConfig,
+    price: Option<Price>,
+    /// From the config, else from the price map.
+    max_input_tokens: Option<u64>,
+    in_flight: AtomicU32,
+    /// `litellm_params.rpm` as a rate limiter.
+    rpm: Option<DefaultDirectRateLimiter>,
+    usage: MinuteUsage,
+    health: ArcSwap<HealthSnapshot>,
+    addr: Addr<Deployment>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the request path holds for a deployment: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct DeploymentHandle {
+    inner: Arc<Inner>,
+}
+
+impl DeploymentHandle {
+    pub fn config(&self) -> &DeploymentConfig {
+        &self.inner.config
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.config.id
+    }
+
+    pub fn price(&self) -> Option<&Price> {
+        self.inner.price.as_ref()
+    }
+
+    pub fn max_input_tokens(&self) -> Option<u64> {
+        self.inner.max_input_tokens
+    }
+
+    pub fn health(&self) -> Arc<HealthSnapshot> {
+        self.inner.health.load_full()
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// (requests, tokens) in the current UTC minute.
+    pub fn usage_this_minute(&self) -> (u64, u64) {
+        self.inner.usage.current()
+    }
+
+    /// Whether `max_parallel_requests` leaves room for one more call.
+    pub fn has_capacity(&self) -> bool {
+        self.inner
+            .config
+            .max_parallel_requests
+            .is_none_or(|max| self.in_flight() < max)
+    }
+
+    /// Takes one request from the rpm limiter; false when this minute's budget is spent.
+    pub fn try_admit(&self) -> bool {
+        self.inner
+            .rpm
+            .as_ref()
+            .is_none_or(|limiter| limiter.check().is_ok())
+    }
+
+    /// Marks a call as started; the guard marks it finished when dropped.
+    pub fn start_call(&self) -> InFlight {
+        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.inner.usage.add(1, 0);
+        InFlight {
+            handle: self.clone(),
+        }
+    }
+
+    pub fn add_tokens(&self, tokens: u64) {
+        self.inner.usage.add(0, tokens);
+    }
+
+    /// Hands an outcome to the actor; never waits. A full mailbox drops the report (counted).
+    pub fn report(&self, outcome: Outcome) {
+        if self
+            .inner
+            .addr
+            .try_send(ReportOutcome {
+                outcome,
+                at: Instant::now(),
+            })
+            .is_err()
+        {
+            self.inner.metrics.health_report_dropped();
+            tracing::debug!(deployment = %self.id(), "health report dropped: mailbox full");
+        }
+    }
+
+    pub fn report_failure(&self, failure: &UpstreamFailure) {
+        self.report(Outcome::Failure {
+            class: failure.class(),
+            may_cool_down: failure.may_cool_down(),
+            rate_limited: failure.status() == 429,
+            non_retryable: matches!(failure.status(), 401 | 404),
+            timeout: failure.kind == crate::failure::FailureKind::Timeout,
+            retry_after: failure.retry_after,
+        });
+    }
+
+    pub fn stop(&self) {
+        self.inner.addr.do_send(Stop);
+    }
+}
+
+/// One call in progress on a deployment.
+pub struct InFlight {
+    handle: DeploymentHandle,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.handle.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,202 @@
+//! The one error type every handler returns, rendered as OpenAI's error body.
+//!
+//! Every failure a client can see is a [`GatewayError`]; its [`ResponseError`] impl is the only
+//! place that turns errors into HTTP, so the body is always
+//! `{"error":{"message","type","param","code"}}` with `code` the status as a string.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use bytes::Bytes;
+use serde_json::json;
+
+/// What went wrong, in the words the client will read.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{message}")]
+    InvalidParam { message: String, param: String },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Request body is larger than max_request_size_mb ({limit_mb} MB)")]
+    PayloadTooLarge { limit_mb: u64 },
+    #[error("{0}")]
+    NoDeploymentsAvailable(String),
+    #[error("{0}")]
+    ContextWindowExceeded(String),
+    /// The gateway is overloaded (a bounded queue is full).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+    /// An upstream answered with an error; its status and body are passed through.
+    #[error("{message}")]
+    Upstream {
+        status: u16,
+        message: String,
+        /// The upstream's own body when it was an OpenAI-style error object.
+        body: Option<Bytes>,
+        retry_after: Option<u64>,
+    },
+    /// Every attempt failed before an upstream answered (timeouts, connection errors,
+    /// malformed upstream responses); `status` is 408, 502 or 504.
+    #[error("{message}")]
+    UpstreamUnreachable { status: u16, message: String },
+}
+
+impl GatewayError {
+    /// The OpenAI `type` field; LiteLLM's values where it has one.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) | Self::InvalidParam { .. } | Self::PayloadTooLarge { .. } => {
+                "invalid_request_error"
+            }
+            Self::ContextWindowExceeded(_) => "invalid_request_error",
+            Self::Unauthorized(_) => "auth_error",
+            Self::NotFound(_) => "not_found_error",
+            Self::NoDeploymentsAvailable(_) => "rate_limit_error",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_server_error",
+            Self::Upstream { status, .. } => type_for_status(*status),
+            Self::UpstreamUnreachable { status, .. } => type_for_status(*status),
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            Self::InvalidParam { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    /// A low-cardinality label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) | Self::InvalidParam { .. } => "BadRequestError",
+            Self::Unauthorized(_) => "AuthenticationError",
+            Self::NotFound(_) => "NotFoundError",
+            Self::PayloadTooLarge { .. } => "PayloadTooLarge",
+            Self::NoDeploymentsAvailable(_) => "RateLimitError",
+            Self::ContextWindowExceeded(_) => "ContextWindowExceededError",
+            Self::Unavailable(_) => "ServiceUnavailableError",
+            Self::Internal(_) => "InternalServerError",
+            Self::Upstream { .. } => "UpstreamError",
+            Self::UpstreamUnreachable { status: 408, .. } => "Timeout",
+            Self::UpstreamUnreachable { .. } => "APIConnectionError",
+        }
+    }
+}
+
+/// The OpenAI error `type` for an HTTP status.
+pub fn type_for_status(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 422 => "invalid_request_error",
+        401 => "auth_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        408 | 504 => "timeout_error",
+        429 => "rate_limit_error",
+        503 => "service_unavailable",
+        _ => "internal_server_error",
+    }
+}
+
+/// The OpenAI error body, used by every error answer (and by errors sent inside a stream).
+pub fn error_body(
+    message: &str,
+    error_type: &str,
+    param: Option<&str>,
+    status: u16,
+) -> serde_json::Value {
+    json!({"error": {"message": message, "type": error_type, "param": param, "code": status.to_string()}})
+}
+
+impl ResponseError for GatewayError {
+    fn status_code(&self) -> StatusCode {
+        let code = match self {
+            Self::BadRequest(_) | Self::InvalidParam { .. } | Self::ContextWindowExceeded(_) => 400,
+            Self::Unauthorized(_) => 401,
+            Self::NotFound(_) => 404,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::NoDeploymentsAvailable(_) => 429,
+            Self::Internal(_) => 500,
+            Self::Unavailable(_) => 503,
+            Self::Upstream { status, .. } | Self::UpstreamUnreachable { status, .. } => *status,
+        };
+        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut builder = HttpResponse::build(status);
+        builder.insert_header((header::CONTENT_TYPE, "application/json"));
+        if let Self::Upstream {
+            retry_after: Some(secs),
+            ..
+        } = self
+        {
+            builder.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if let Self::Upstream {
+            body: Some(body), ..
+        } = self
+        {
+            return builder.body(body.clone());
+        }
+        let body = error_body(
+            &self.to_string(),
+            self.error_type(),
+            self.param(),
+            status.as_u16(),
+        );
+        builder.body(body.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn render(err: GatewayError) -> (u16, serde_json::Value) {
+        let resp = err.error_response();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().try_into_bytes().unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn every_error_renders_the_openai_body_with_code_as_string() {
+        let (status, body) = render(GatewayError::InvalidParam {
+            message: "missing field `model`".into(),
+            param: "model".into(),
+        });
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["code"], "400");
+        assert_eq!(body["error"]["param"], "model");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+
+        let (status, body) = render(GatewayError::NoDeploymentsAvailable(
+            "No deployments available".into(),
+        ));
+        assert_eq!(status, 429);
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert!(body["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn upstream_error_bodies_pass_through_with_their_status() {
+        let upstream = Bytes::from_static(br#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":"x"}}"#);
+        let resp = GatewayError::Upstream {
+            status: 422,
+            message: "bad".into(),
+            body: Some(upstream.clone()),
+            retry_after: None,
+        }
+        .error_response();
+        assert_eq!(resp.status().as_u16(), 422);
+        assert_eq!(resp.into_body().try_into_bytes().unwrap(), upstream);
+    }
+}

@@ -1,0 +1,561 @@
+//! `POST /chat/completions`, `/completions`, `/embeddings`: validate, route, answer with
+//! LiteLLM's `x-litellm-*` headers.
+
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::relay::{Relay, StreamSummary};
+use super::{auth, read_body, Gateway};
+use crate::deployment::{DeploymentHandle, InFlight, Outcome};
+use crate::error::GatewayError;
+use crate::failure::ErrorClass;
+use crate::metrics::{Metrics, RequestRecord};
+use crate::openai::{estimate_tokens, prompt_len, TokenUsage};
+use crate::providers::Endpoint;
+use crate::router::{CallRequest, Dispatched, Failed, Reply};
+
+pub async fn chat_completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> HttpResponse {
+    proxy(req, payload, gw, Endpoint::ChatCompletions).await
+}
+
+pub async fn completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> HttpResponse {
+    proxy(req, payload, gw, Endpoint::Completions).await
+}
+
+pub async fn embeddings(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+) -> HttpResponse {
+    proxy(req, payload, gw, Endpoint::Embeddings).await
+}
+
+/// Request keys that are LiteLLM's instructions to the gateway, never sent upstream.
+const GATEWAY_KEYS: &[&str] = &[
+    "mock_response",
+    "mock_testing_fallbacks",
+    "mock_testing_context_fallbacks",
+    "mock_testing_content_policy_fallbacks",
+    "timeout",
+    "stream_timeout",
+];
+
+/// Facts for the `x-litellm-*` headers, filled in as the request goes.
+struct Trace {
+    call_id: String,
+    started: Instant,
+    requested_model: String,
+    group: Option<String>,
+}
+
+async fn proxy(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    endpoint: Endpoint,
+) -> HttpResponse {
+    let mut trace = Trace {
+        call_id: uuid::Uuid::new_v4().to_string(),
+        started: Instant::now(),
+        requested_model: String::new(),
+        group: None,
+    };
+    let call = match admit(&req, payload, &gw, endpoint, &mut trace).await {
+        Ok(call) => call,
+        Err(err) => return rejected(&gw.metrics, &trace, &err),
+    };
+    match gw.router.dispatch(&call).await {
+        Ok(served) => answer(&gw, &trace, &call, served),
+        Err(failed) => failure(&gw, &trace, failed),
+    }
+}
+
+/// Authenticates, reads and validates the request.
+async fn admit(
+    req: &HttpRequest,
+    payload: web::Payload,
+    gw: &Gateway,
+    endpoint: Endpoint,
+    trace: &mut Trace,
+) -> Result<CallRequest, GatewayError> {
+    auth::authorize(req, gw)?;
+    let bytes = read_body(payload, gw.max_request_size).await?;
+    let mut body: Map<String, Value> = match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(GatewayError::BadRequest(
+                "Request body must be a JSON object".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(GatewayError::BadRequest(format!(
+                "Invalid JSON in request body: {e}"
+            )))
+        }
+    };
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(Value::String(_)) | None => return Err(missing("model")),
+        Some(_) => {
+            return Err(GatewayError::InvalidParam {
+                message: "`model` must be a string".into(),
+                param: "model".into(),
+            })
+        }
+    };
+    trace.requested_model = model.clone();
+    let required = match endpoint {
+        Endpoint::ChatCompletions => "messages",
+        Endpoint::Completions => "prompt",
+        Endpoint::Embeddings => "input",
+    };
+    match body.get(required) {
+        None | Some(Value::Null) => return Err(missing(required)),
+        Some(Value::Array(items)) if items.is_empty() && required == "messages" => {
+            return Err(GatewayError::InvalidParam {
+                message: "`messages` must not be empty".into(),
+                param: "messages".into(),
+            })
+        }
+        Some(Value::Array(_)) => {}
+        Some(_) if required == "messages" => {
+            return Err(GatewayError::InvalidParam {
+                message: "`messages` must be an array".into(),
+                param: "messages".into(),
+            })
+        }
+        Some(_) => {}
+    }
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b && endpoint.supports_stream(),
+        Some(_) => {
+            return Err(GatewayError::InvalidParam {
+                message: "`stream` must be a boolean".into(),
+                param: "stream".into(),
+            })
+        }
+    };
+    let mut mock_response = None;
+    let mut mock_failure = None;
+    let mut timeout = None;
+    for key in GATEWAY_KEYS {
+        let Some(value) = body.remove(*key) else {
+            continue;
+        };
+        match (*key, value) {
+            ("mock_response", Value::String(s)) => mock_response = Some(s),
+            ("mock_testing_fallbacks", Value::Bool(true)) => {
+                mock_failure = Some(ErrorClass::InternalServer)
+            }
+            ("mock_testing_context_fallbacks", Value::Bool(true)) => {
+                mock_failure = Some(ErrorClass::ContextWindowExceeded)
+            }
+            ("mock_testing_content_policy_fallbacks", Value::Bool(true)) => {
+                mock_failure = Some(ErrorClass::ContentPolicyViolation)
+            }
+            ("timeout", Value::Number(n)) => {
+                timeout = n
+                    .as_f64()
+                    .filter(|s| *s > 0.0 && s.is_finite())
+                    .map(Duration::from_secs_f64)
+            }
+            ("timeout", Value::String(s)) => timeout = crate::config::parse_duration(&s).ok(),
+            _ => {}
+        }
+    }
+    let table = gw.router.table();
+    let group = table
+        .resolve(&model)
+        .ok_or_else(|| GatewayError::BadRequest(crate::router::invalid_model(&model)))?;
+    trace.group = Some(group.to_string());
+    let mut overrides = Vec::new();
+    if stream {
+        // Always learn the usage of a stream; the relay hides it again if the client did not ask.
+        let mut options = match body.get("stream_options") {
+            Some(Value::Object(o)) => o.clone(),
+            _ => Map::new(),
+        };
+        options.insert("include_usage".into(), Value::Bool(true));
+        overrides.push(("stream_options", Value::Object(options)));
+    }
+    Ok(CallRequest {
+        endpoint,
+        group: group.to_string(),
+        input_tokens: estimate_tokens(prompt_len(&body)),
+        body,
+        overrides,
+        stream,
+        timeout,
+        mock_response,
+        mock_failure,
+    })
+}
+
+fn missing(field: &str) -> GatewayError {
+    GatewayError::InvalidParam {
+        message: format!("Missing required parameter: `{field}`"),
+        param: field.into(),
+    }
+}
+
+fn client_wants_usage(call: &CallRequest) -> bool {
+    call.body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn answer(gw: &Gateway, trace: &Trace, call: &CallRequest, served: Dispatched) -> HttpResponse {
+    let Dispatched {
+        deployment,
+        group,
+        headers: upstream_headers,
+        reply,
+        retries,
+        fallbacks,
+        upstream_started,
+        upstream_time,
+        in_flight,
+    } = served;
+    let mut builder = HttpResponse::Ok();
+    for (name, value) in &upstream_headers {
+        if let Some(echoed) = echoed_header(name.as_str()) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(echoed.as_bytes()),
+                HeaderValue::from_bytes(value.as_bytes()),
+            ) {
+                builder.insert_header((n, v));
+            }
+        }
+    }
+    let total = trace.started.elapsed();
+    let headers = Headers {
+        trace,
+        deployment: Some(&deployment),
+        group: Some(&group),
+        retries,
+        fallbacks,
+        max_fallbacks: gw.router.max_fallbacks(),
+        total,
+        upstream: upstream_time,
+    };
+    match reply {
+        Reply::Complete { body, usage } => {
+            let cost = deployment.price().map(|p| p.cost(&usage));
+            headers.apply(&mut builder, cost);
+            record(
+                &gw.metrics,
+                &trace.requested_model,
+                200,
+                None,
+                Some(&group),
+                cost.unwrap_or(0.0),
+                &usage,
+                total,
+                upstream_time,
+            );
+            builder
+                .insert_header((CONTENT_TYPE, "application/json"))
+                .body(body)
+        }
+        Reply::Stream(upstream) => {
+            headers.apply(&mut builder, None);
+            let metrics = gw.metrics.clone();
+            let requested = trace.requested_model.clone();
+            let started = trace.started;
+            let idle = call
+                .timeout
+                .or(deployment.config().stream_timeout)
+                .or(gw.router.settings().stream_timeout);
+            let on_end = move |summary: StreamSummary| {
+                stream_ended(
+                    &metrics,
+                    &requested,
+                    &group,
+                    &deployment,
+                    upstream_started,
+                    started,
+                    upstream_time,
+                    summary,
+                    in_flight,
+                )
+            };
+            let relay = Relay::new(upstream, !client_wants_usage(call), idle, Box::new(on_end));
+            builder
+                .insert_header((CONTENT_TYPE, "text/event-stream"))
+                .insert_header((CACHE_CONTROL, "no-cache"))
+                .insert_header(("x-accel-buffering", "no"))
+                .streaming(relay)
+        }
+    }
+}
+
+/// Reports a finished (or abandoned) stream to the deployment and the metrics.
+#[allow(clippy::too_many_arguments)]
+fn stream_ended(
+    metrics: &Metrics,
+    requested: &str,
+    group: &str,
+    d: &DeploymentHandle,
+    upstream_started: Instant,
+    started: Instant,
+    upstream_before: Duration,
+    summary: StreamSummary,
+    in_flight: InFlight,
+) {
+    drop(in_flight);
+    let latency = upstream_started.elapsed();
+    let usage = summary.usage.unwrap_or_default();
+    let ttft = summary
+        .first_chunk_at
+        .map(|t| t.saturating_duration_since(upstream_started));
+    if let Some(t) = ttft {
+        metrics.time_to_first_token(group, t.as_secs_f64());
+    }
+    d.add_tokens(usage.total_tokens);
+    let status = match &summary.error {
+        Some(failure) => {
+            d.report_failure(failure);
+            metrics.upstream_failure(d.config(), requested, failure.status());
+            failure.status()
+        }
+        None => {
+            d.report(Outcome::Success {
+                latency,
+                ttft,
+                completion_tokens: usage.completion_tokens,
+            });
+            metrics.upstream_success(
+                d.config(),
+                requested,
+                latency.as_secs_f64(),
+                usage.completion_tokens,
+            );
+            200
+        }
+    };
+    let cost = d.price().map(|p| p.cost(&usage)).unwrap_or(0.0);
+    let total = started.elapsed();
+    let upstream = upstream_before + latency;
+    record(
+        metrics,
+        requested,
+        status,
+        summary.error.as_ref().map(|_| "StreamError"),
+        Some(group),
+        cost,
+        &usage,
+        total,
+        upstream,
+    );
+}
+
+fn failure(gw: &Gateway, trace: &Trace, failed: Failed) -> HttpResponse {
+    let Failed {
+        error,
+        retries,
+        fallbacks,
+        last_deployment,
+        upstream_time,
+    } = failed;
+    let total = trace.started.elapsed();
+    tracing::warn!(call_id = %trace.call_id, model = %trace.requested_model, status = error.status_code().as_u16(), error = %error, "request failed");
+    record(
+        &gw.metrics,
+        &trace.requested_model,
+        error.status_code().as_u16(),
+        Some(error.metric_label()),
+        None,
+        0.0,
+        &TokenUsage::default(),
+        total,
+        upstream_time,
+    );
+    let mut resp = error.error_response();
+    let headers = Headers {
+        trace,
+        deployment: last_deployment.as_ref(),
+        group: trace.group.as_deref(),
+        retries,
+        fallbacks,
+        max_fallbacks: gw.router.max_fallbacks(),
+        total,
+        upstream: upstream_time,
+    };
+    headers.apply_to(resp.headers_mut(), None);
+    resp
+}
+
+/// A request turned away before routing (auth, validation, unknown model).
+fn rejected(metrics: &Metrics, trace: &Trace, err: &GatewayError) -> HttpResponse {
+    let status = err.status_code().as_u16();
+    let total = trace.started.elapsed();
+    if status != 401 {
+        record(
+            metrics,
+            &trace.requested_model,
+            status,
+            Some(err.metric_label()),
+            None,
+            0.0,
+            &TokenUsage::default(),
+            total,
+            Duration::ZERO,
+        );
+    }
+    let mut resp = err.error_response();
+    resp.headers_mut().insert(
+        HeaderName::from_static("x-litellm-call-id"),
+        header_value(&trace.call_id),
+    );
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    metrics: &Metrics,
+    requested_model: &str,
+    status: u16,
+    error_class: Option<&'static str>,
+    model: Option<&str>,
+    spend: f64,
+    usage: &TokenUsage,
+    total: Duration,
+    upstream: Duration,
+) {
+    metrics.request(&RequestRecord {
+        requested_model,
+        status,
+        error_class,
+        model,
+        spend,
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        total_secs: total.as_secs_f64(),
+        overhead_secs: total.saturating_sub(upstream).as_secs_f64(),
+    });
+}
+
+/// LiteLLM's response headers.
+struct Headers<'a> {
+    trace: &'a Trace,
+    deployment: Option<&'a DeploymentHandle>,
+    group: Option<&'a str>,
+    retries: u32,
+    fallbacks: u32,
+    max_fallbacks: usize,
+    total: Duration,
+    upstream: Duration,
+}
+
+impl Headers<'_> {
+    fn pairs(&self, cost: Option<f64>) -> Vec<(&'static str, HeaderValue)> {
+        let mut out = vec![
+            ("x-litellm-call-id", header_value(&self.trace.call_id)),
+            (
+                "x-litellm-version",
+                HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+            ),
+            (
+                "x-litellm-response-duration-ms",
+                header_value(&ms(self.total)),
+            ),
+            (
+                "x-litellm-overhead-duration-ms",
+                header_value(&ms(self.total.saturating_sub(self.upstream))),
+            ),
+            (
+                "x-litellm-attempted-retries",
+                header_value(&self.retries.to_string()),
+            ),
+            (
+                "x-litellm-attempted-fallbacks",
+                header_value(&self.fallbacks.to_string()),
+            ),
+            (
+                "x-litellm-max-fallbacks",
+                header_value(&self.max_fallbacks.to_string()),
+            ),
+        ];
+        if let Some(group) = self.group {
+            out.push(("x-litellm-model-group", header_value(group)));
+        }
+        if let Some(d) = self.deployment {
+            out.push(("x-litellm-model-id", header_value(d.id())));
+            out.push((
+                "x-litellm-model-api-base",
+                header_value(&d.config().api_base),
+            ));
+        }
+        if let Some(cost) = cost {
+            out.push(("x-litellm-response-cost", header_value(&cost.to_string())));
+        }
+        out
+    }
+
+    fn apply(&self, builder: &mut HttpResponseBuilder, cost: Option<f64>) {
+        for (name, value) in self.pairs(cost) {
+            builder.insert_header((name, value));
+        }
+    }
+
+    fn apply_to(&self, headers: &mut actix_web::http::header::HeaderMap, cost: Option<f64>) {
+        for (name, value) in self.pairs(cost) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Upstream headers are echoed as `llm_provider-<name>`, except those about the connection or
+/// the body encoding, which belong to this hop.
+fn echoed_header(name: &str) -> Option<String> {
+    const HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "content-type",
+        "date",
+        "server",
+        "alt-svc",
+        "set-cookie",
+    ];
+    (!HOP.contains(&name)).then(|| format!("llm_provider-{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_upstream_headers_but_not_hop_by_hop_ones() {
+        assert_eq!(
+            echoed_header("x-ratelimit-remaining-requests").as_deref(),
+            Some("llm_provider-x-ratelimit-remaining-requests")
+        );
+        assert_eq!(echoed_header("transfer-encoding"), None);
+    }
+}

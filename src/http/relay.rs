@@ -1,0 +1,338 @@
+//! Relaying an upstream stream to the client: each server-sent event is forwarded the moment
+//! it is complete (never buffered), usage is read on the way, the usage-only chunk is dropped
+//! when the client did not ask for it, and the stream always ends with `data: [DONE]` (or an
+//! error event). When the relay ends — or the client goes away — `on_end` learns what happened.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, Stream};
+use futures_util::{FutureExt, StreamExt};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::error_body;
+use crate::failure::{FailureKind, UpstreamFailure};
+use crate::openai::sse::{self, EventSplitter};
+use crate::openai::{ResponseView, TokenUsage};
+use crate::providers::transport_failure;
+
+/// What the client received, reported once when the relay ends or is dropped.
+#[derive(Debug, Default)]
+pub struct StreamSummary {
+    pub usage: Option<TokenUsage>,
+    pub first_chunk_at: Option<Instant>,
+    pub finish_reason: Option<String>,
+    pub error: Option<UpstreamFailure>,
+    /// The upstream finished the stream (false when the client went away first).
+    pub completed: bool,
+}
+
+type OnEnd = Box<dyn FnOnce(StreamSummary) + Send>;
+
+pub struct Relay {
+    upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    splitter: EventSplitter,
+    out: VecDeque<Bytes>,
+    strip_usage: bool,
+    idle_timeout: Option<Duration>,
+    idle: Option<Pin<Box<Sleep>>>,
+    done_seen: bool,
+    ended: bool,
+    summary: StreamSummary,
+    on_end: Option<OnEnd>,
+}
+
+impl Relay {
+    /// `strip_usage`: drop the usage-only chunk (the client did not ask for `include_usage`).
+    /// `idle_timeout`: the longest wait for the next upstream bytes.
+    pub fn new(
+        upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+        strip_usage: bool,
+        idle_timeout: Option<Duration>,
+        on_end: OnEnd,
+    ) -> Self {
+        Self {
+            upstream,
+            splitter: EventSplitter::default(),
+            out: VecDeque::new(),
+            strip_usage,
+            idle_timeout,
+            idle: idle_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+            done_seen: false,
+            ended: false,
+            summary: StreamSummary::default(),
+            on_end: Some(on_end),
+        }
+    }
+
+    fn on_event(&mut self, event: Bytes) {
+        let Some(data) = sse::event_data(&event) else {
+            // Comments (keep-alives) pass through.
+            self.out.push_back(event);
+            return;
+        };
+        if data == b"[DONE]" {
+            self.done_seen = true;
+            self.out.push_back(event);
+            self.finish_upstream();
+            return;
+        }
+        if self.summary.first_chunk_at.is_none() {
+            self.summary.first_chunk_at = Some(Instant::now());
+        }
+        if data.starts_with(b"{\"error\"") {
+            let message = serde_json::from_slice::<serde_json::Value>(&data)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "upstream sent an error inside the stream".into());
+            self.summary.error = Some(UpstreamFailure::new(FailureKind::Status(500), message));
+            self.out.push_back(event);
+            return;
+        }
+        if has_object_field(&data, b"\"usage\"") || has_string_field(&data, b"\"finish_reason\"") {
+            if let Ok(view) = ResponseView::parse(&data) {
+                if let Some(reason) = view.finish_reason() {
+                    self.summary.finish_reason = Some(reason.to_string());
+                }
+                let usage_only = view.is_usage_only();
+                if let Some(usage) = view.usage() {
+                    self.summary.usage = Some(usage);
+                }
+                if usage_only && self.strip_usage {
+                    return;
+                }
+            }
+        }
+        self.out.push_back(event);
+    }
+
+    fn finish_upstream(&mut self) {
+        self.ended = true;
+        self.summary.completed = self.summary.error.is_none();
+    }
+
+    /// Ends the stream with an OpenAI error event.
+    fn fail(&mut self, failure: UpstreamFailure) {
+        let body = error_body(
+            &failure.message,
+            crate::error::type_for_status(failure.status()),
+            None,
+            failure.status(),
+        );
+        self.out
+            .push_back(sse::data_event(body.to_string().as_bytes()));
+        self.summary.error = Some(failure);
+        self.ended = true;
+    }
+
+    fn report(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(std::mem::take(&mut self.summary));
+        }
+    }
+}
+
+impl Stream for Relay {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+            if this.ended {
+                this.report();
+                return Poll::Ready(None);
+            }
+            if let Some(idle) = this.idle.as_mut() {
+                if idle.poll_unpin(cx).is_ready() {
+                    let secs = this.idle_timeout.unwrap_or_default().as_secs_f64();
+                    this.fail(UpstreamFailure::new(
+                        FailureKind::Timeout,
+                        format!("upstream stream sent nothing for {secs:.1}s (stream_timeout)"),
+                    ));
+                    continue;
+                }
+            }
+            match this.upstream.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    if let (Some(idle), Some(t)) = (this.idle.as_mut(), this.idle_timeout) {
+                        idle.as_mut().reset(Instant::now() + t);
+                    }
+                    this.splitter.push(&bytes);
+                    while let Some(event) = this.splitter.next_event() {
+                        this.on_event(event);
+                        if this.ended {
+                            break;
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => this.fail(transport_failure(e)),
+                Poll::Ready(None) => {
+                    if let Some(rest) = this.splitter.take_rest() {
+                        this.on_event(rest);
+                    }
+                    if !this.done_seen && !this.ended {
+                        this.out.push_back(Bytes::from_static(sse::DONE));
+                        this.finish_upstream();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // The client went away mid-stream: dropping `upstream` closes the upstream call, and
+        // what was generated so far is still reported.
+        self.report();
+    }
+}
+
+/// Whether `json` has `field` with an object value (`"usage": {`), without parsing it.
+fn has_object_field(json: &[u8], field: &[u8]) -> bool {
+    value_starts_with(json, field, b'{')
+}
+
+/// Whether `json` has `field` with a string value (`"finish_reason": "stop"`).
+fn has_string_field(json: &[u8], field: &[u8]) -> bool {
+    value_starts_with(json, field, b'"')
+}
+
+fn value_starts_with(json: &[u8], field: &[u8], first: u8) -> bool {
+    let mut rest = json;
+    while let Some(pos) = find(rest, field) {
+        let after = &rest[pos + field.len()..];
+        let mut it = after.iter().skip_while(|b| b.is_ascii_whitespace());
+        if it.next() == Some(&b':') && it.find(|b| !b.is_ascii_whitespace()) == Some(&first) {
+            return true;
+        }
+        rest = after;
+    }
+    false
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn upstream(parts: &[&'static str]) -> BoxStream<'static, Result<Bytes, reqwest::Error>> {
+        let parts: Vec<_> = parts
+            .iter()
+            .map(|p| Ok(Bytes::from_static(p.as_bytes())))
+            .collect();
+        futures_util::stream::iter(parts).boxed()
+    }
+
+    async fn run(parts: &[&'static str], strip_usage: bool) -> (String, StreamSummary) {
+        let seen = Arc::new(Mutex::new(None));
+        let sink = seen.clone();
+        let relay = Relay::new(
+            upstream(parts),
+            strip_usage,
+            None,
+            Box::new(move |s| *sink.lock().unwrap() = Some(s)),
+        );
+        let chunks: Vec<_> = relay.collect().await;
+        let text: String = chunks
+            .into_iter()
+            .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
+            .collect();
+        let summary = seen.lock().unwrap().take().unwrap();
+        (text, summary)
+    }
+
+    const CHUNK: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}],\"usage\":null}\n\n";
+    const FINISH: &str =
+        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n";
+    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n";
+
+    #[tokio::test]
+    async fn strips_the_usage_chunk_but_still_learns_the_usage() {
+        let (text, summary) = run(&[CHUNK, FINISH, USAGE, "data: [DONE]\n\n"], true).await;
+        assert_eq!(text, format!("{CHUNK}{FINISH}data: [DONE]\n\n"));
+        assert_eq!(summary.usage.unwrap().total_tokens, 5);
+        assert_eq!(summary.finish_reason.as_deref(), Some("stop"));
+        assert!(summary.completed);
+    }
+
+    #[tokio::test]
+    async fn keeps_the_usage_chunk_when_the_client_asked() {
+        let (text, _) = run(&[CHUNK, USAGE, "data: [DONE]\n\n"], false).await;
+        assert!(text.contains("\"total_tokens\":5"));
+    }
+
+    #[tokio::test]
+    async fn adds_done_when_the_upstream_forgets_it() {
+        let (text, summary) = run(&[&CHUNK[..20], &CHUNK[20..]], true).await;
+        assert_eq!(text, format!("{CHUNK}data: [DONE]\n\n"));
+        assert!(summary.completed);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_relay_still_reports_what_was_sent() {
+        let seen = Arc::new(Mutex::new(None));
+        let sink = seen.clone();
+        let pending = futures_util::stream::iter([Ok(Bytes::from_static(CHUNK.as_bytes()))])
+            .chain(futures_util::stream::pending())
+            .boxed();
+        let mut relay = Relay::new(
+            pending,
+            true,
+            None,
+            Box::new(move |s| *sink.lock().unwrap() = Some(s)),
+        );
+        assert!(relay.next().await.is_some());
+        drop(relay);
+        let summary = seen.lock().unwrap().take().unwrap();
+        assert!(!summary.completed);
+        assert!(summary.first_chunk_at.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_upstream_ends_the_stream_with_a_timeout_error() {
+        let seen = Arc::new(Mutex::new(None));
+        let sink = seen.clone();
+        let stalled = futures_util::stream::iter([Ok(Bytes::from_static(CHUNK.as_bytes()))])
+            .chain(futures_util::stream::pending())
+            .boxed();
+        let relay = Relay::new(
+            stalled,
+            true,
+            Some(Duration::from_secs(2)),
+            Box::new(move |s| *sink.lock().unwrap() = Some(s)),
+        );
+        let chunks: Vec<_> = relay.collect().await;
+        let last = String::from_utf8(chunks.last().unwrap().as_ref().unwrap().to_vec()).unwrap();
+        assert!(last.contains("\"code\":\"408\""), "{last}");
+        assert_eq!(
+            seen.lock().unwrap().take().unwrap().error.unwrap().kind,
+            FailureKind::Timeout
+        );
+    }
+
+    #[test]
+    fn finds_fields_by_value_type() {
+        assert!(has_object_field(br#"{"usage": {"a":1}}"#, b"\"usage\""));
+        assert!(!has_object_field(br#"{"usage":null}"#, b"\"usage\""));
+        assert!(has_string_field(
+            br#"{"x":{"finish_reason":"stop"}}"#,
+            b"\"finish_reason\""
+        ));
+        assert!(!has_string_field(
+            br#"{"finish_reason":null}"#,
+            b"\"finish_reason\""
+        ));
+    }
+}

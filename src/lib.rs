@@ -1,0 +1,34 @@
+//! Switchyard: an OpenAI-compatible LLM gateway, a drop-in replacement for the LiteLLM Proxy
+//! (same `config.yaml`, endpoints, error bodies and `x-litellm-*` headers).
+//!
+//! # Layout
+//!
+//! - [`config`]: LiteLLM's `config.yaml` → a validated [`config::Config`]; errors name the field.
+//! - [`http`]: thin actix-web handlers, one file per endpoint family, and the stream relay.
+//! - [`router`]: the routing table (owned by the `Router` actor, read through `ArcSwap`), pure
+//!   strategies, retry/fallback planning, and dispatch of one request.
+//! - [`deployment`]: one actor per deployment owning its health (cooldown, rolling outcomes,
+//!   latency), with a pure state machine in `deployment::health`.
+//! - [`providers`]: one adapter per upstream wire format (OpenAI and its compatible family).
+//! - [`openai`]: the OpenAI wire types the gateway reads, SSE splitting, mock answers.
+//! - [`failure`]: upstream failures and LiteLLM's error classes.
+//! - [`cost`]: the price map (LiteLLM's format) and per-call cost.
+//! - [`metrics`]: Prometheus metrics under LiteLLM's names.
+//! - [`error`]: the one error type clients see, rendered as OpenAI's error body.
+//! - [`server`]: wiring: the upstream client, the actors, the HTTP server.
+//! - [`mock`]: a mock OpenAI upstream with fault injection (tests, benchmarks, quickstart).
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod config;
+pub mod cost;
+pub mod deployment;
+pub mod error;
+pub mod failure;
+pub mod http;
+pub mod metrics;
+pub mod mock;
+pub mod openai;
+pub mod providers;
+pub mod router;
+pub mod server;

@@ -1,0 +1,124 @@
+//! Server-sent events: splitting an upstream byte stream into whole events, so each can be
+//! inspected (usage, first token) and forwarded the moment it is complete.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// The last event of every OpenAI stream.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// Collects bytes and yields complete events (`...\n\n`), however the upstream split them.
+#[derive(Default)]
+pub struct EventSplitter {
+    buf: BytesMut,
+}
+
+impl EventSplitter {
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete event, with its terminating blank line.
+    pub fn next_event(&mut self) -> Option<Bytes> {
+        let end = find_event_end(&self.buf)?;
+        Some(self.buf.split_to(end).freeze())
+    }
+
+    /// Whatever is left when the upstream closed without a final blank line.
+    pub fn take_rest(&mut self) -> Option<Bytes> {
+        let rest = self.buf.split().freeze();
+        (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest)
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.remaining()
+    }
+}
+
+/// The index just past the first blank line (`\n\n` or `\r\n\r\n`).
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The `data:` payload of one event (multi-line data joined with `\n`); `None` for comments
+/// and events without data.
+pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            match &mut data {
+                Some(d) => {
+                    d.push(b'\n');
+                    d.extend_from_slice(rest);
+                }
+                None => data = Some(rest.to_vec()),
+            }
+        }
+    }
+    data
+}
+
+/// One `data: …` event.
+pub fn data_event(payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\n\n");
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_events_across_arbitrary_chunk_boundaries() {
+        let stream = b"data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\n: keep-alive\n\ndata: [DONE]\n\n";
+        for cut in 1..stream.len() {
+            let mut s = EventSplitter::default();
+            let mut events = Vec::new();
+            for part in [&stream[..cut], &stream[cut..]] {
+                s.push(part);
+                while let Some(e) = s.next_event() {
+                    events.push(e);
+                }
+            }
+            let data: Vec<_> = events.iter().map(|e| event_data(e)).collect();
+            assert_eq!(
+                data,
+                vec![
+                    Some(b"{\"a\":1}".to_vec()),
+                    Some(b"{\"b\":2}".to_vec()),
+                    None,
+                    Some(b"[DONE]".to_vec())
+                ],
+                "cut at {cut}"
+            );
+            assert!(s.take_rest().is_none());
+        }
+    }
+
+    #[test]
+    fn keeps_an_unterminated_tail() {
+        let mut s = EventSplitter::default();
+        s.push(b"data: {\"x\":1}");
+        assert!(s.next_event().is_none());
+        assert_eq!(
+            event_data(&s.take_rest().unwrap()),
+            Some(b"{\"x\":1}".to_vec())
+        );
+    }
+}

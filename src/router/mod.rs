@@ -1,0 +1,208 @@
+//! The router: model groups, aliases and the routing table, owned by the [`Router`] actor and
+//! published to the request path through an `ArcSwap`, so requests never queue on one mailbox.
+//!
+//! Each request runs [`RouterHandle::dispatch`] in its own future: it reads the published table
+//! and the deployments' health snapshots, picks with a pure [`strategy`], and plans retries and
+//! fallbacks with [`plan`]. Outcomes go back to the deployment actors without waiting.
+
+mod dispatch;
+pub mod plan;
+pub mod strategy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler, Message};
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, RouterSettings};
+use crate::cost::PriceMap;
+use crate::deployment::{Deployment, DeploymentHandle, HealthPolicy};
+use crate::metrics::Metrics;
+pub use dispatch::{invalid_model, AttemptError, CallRequest, Dispatched, Failed, Reply};
+
+/// Model groups and their deployments, as the request path reads them.
+pub struct RoutingTable {
+    /// Group name → deployments, in config order.
+    groups: HashMap<String, Vec<DeploymentHandle>>,
+    /// Group names in config order (for `/models`).
+    group_order: Vec<String>,
+    /// alias → (group, hidden)
+    aliases: HashMap<String, (String, bool)>,
+}
+
+impl RoutingTable {
+    pub fn group(&self, name: &str) -> Option<&[DeploymentHandle]> {
+        self.groups.get(name).map(Vec::as_slice)
+    }
+
+    /// The group a client's `model` names: a group, or an alias of one.
+    pub fn resolve<'a>(&'a self, model: &'a str) -> Option<&'a str> {
+        if self.groups.contains_key(model) {
+            return Some(model);
+        }
+        self.aliases.get(model).map(|(group, _)| group.as_str())
+    }
+
+    pub fn group_names(&self) -> &[String] {
+        &self.group_order
+    }
+
+    /// Aliases shown in `/models`.
+    pub fn visible_aliases(&self) -> impl Iterator<Item = &str> {
+        self.aliases
+            .iter()
+            .filter(|(_, (_, hidden))| !hidden)
+            .map(|(alias, _)| alias.as_str())
+    }
+
+    pub fn deployments(&self) -> impl Iterator<Item = &DeploymentHandle> {
+        self.group_order
+            .iter()
+            .filter_map(|g| self.groups.get(g))
+            .flatten()
+    }
+}
+
+/// The actor owning the routing table (it builds it, starts the deployment actors, and stops
+/// them on shutdown).
+pub struct Router {
+    table: Arc<ArcSwap<RoutingTable>>,
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(64);
+    }
+}
+
+/// Stop every deployment actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) {
+        for d in self.table.load().deployments() {
+            d.stop();
+        }
+    }
+}
+
+/// What handlers hold: the published table plus what dispatching needs.
+#[derive(Clone)]
+pub struct RouterHandle {
+    table: Arc<ArcSwap<RoutingTable>>,
+    settings: Arc<RouterSettings>,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    addr: actix::Addr<Router>,
+}
+
+impl RouterHandle {
+    /// Starts the router and one actor per deployment on the current arbiter.
+    pub fn start(
+        config: &Config,
+        prices: &PriceMap,
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let settings = Arc::new(config.router.clone());
+        let mut groups: HashMap<String, Vec<DeploymentHandle>> = HashMap::new();
+        let group_sizes: HashMap<&str, usize> =
+            config.deployments.iter().fold(HashMap::new(), |mut m, d| {
+                *m.entry(d.model_name.as_str()).or_default() += 1;
+                m
+            });
+        for d in &config.deployments {
+            let policy = HealthPolicy {
+                cooldown_time: settings.cooldown_time,
+                disable_cooldowns: settings.disable_cooldowns,
+                allowed_fails: settings.allowed_fails,
+                allowed_fails_policy: settings.allowed_fails_policy.clone(),
+                group_size: group_sizes.get(d.model_name.as_str()).copied().unwrap_or(1),
+                latency_window: settings.max_latency_list_size,
+                latency_ttl: settings.latency_ttl,
+            };
+            let entry = prices.entry_for(d);
+            let max_input = d.max_input_tokens.or_else(|| {
+                entry
+                    .and_then(|e| e.max_input_tokens.or(e.max_tokens))
+                    .map(|t| t as u64)
+            });
+            let handle = Deployment::start(
+                d.clone(),
+                prices.price_for(d),
+                max_input,
+                policy,
+                metrics.clone(),
+            );
+            groups.entry(d.model_name.clone()).or_default().push(handle);
+        }
+        let table = RoutingTable {
+            groups,
+            group_order: config
+                .model_groups()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            aliases: settings.model_group_alias.clone(),
+        };
+        let table = Arc::new(ArcSwap::from_pointee(table));
+        let addr = Router {
+            table: table.clone(),
+        }
+        .start();
+        Self {
+            table,
+            settings,
+            client,
+            metrics,
+            addr,
+        }
+    }
+
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    pub fn settings(&self) -> &RouterSettings {
+        &self.settings
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn max_fallbacks(&self) -> usize {
+        self.settings.max_fallbacks
+    }
+
+    /// Stops the deployment actors (after the HTTP server has drained).
+    pub fn shutdown(&self) {
+        self.addr.do_send(Shutdown);
+    }
+
+    /// The upstream timeout for a call on deployment `d`.
+    pub fn timeout_for(
+        &self,
+        d: &DeploymentHandle,
+        stream: bool,
+        requested: Option<Duration>,
+    ) -> Duration {
+        let cfg = d.config();
+        let configured = if stream {
+            cfg.stream_timeout
+                .or(self.settings.stream_timeout)
+                .or(cfg.timeout)
+        } else {
+            cfg.timeout
+        };
+        requested.or(configured).unwrap_or(self.settings.timeout)
+    }
+}

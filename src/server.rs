@@ -1,0 +1,104 @@
+//! Starting the gateway: the upstream client, the actors, and the HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+
+use crate::config::Config;
+use crate::cost::{PriceMap, PriceMapError};
+use crate::http::{self, Gateway};
+use crate::metrics::Metrics;
+use crate::router::RouterHandle;
+
+/// How the HTTP server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// actix-web workers (threads); `None` = one per core.
+    pub workers: Option<usize>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub graceful_timeout: Duration,
+    /// Stop on SIGTERM/SIGINT (the binary); tests stop the server through its handle.
+    pub handle_signals: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            graceful_timeout: Duration::from_secs(30),
+            handle_signals: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Prices(#[from] PriceMapError),
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// A running gateway.
+pub struct Running {
+    pub server: Server,
+    pub router: RouterHandle,
+}
+
+/// The pooled upstream client: keep-alive connections reused across requests, HTTP/2 where the
+/// upstream offers it (ALPN), no global timeout (each call sets its own).
+pub fn upstream_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Starts the actors and the HTTP server on `listener`. Must run inside an actix system.
+pub fn start(
+    config: &Config,
+    listener: TcpListener,
+    opts: &ServeOptions,
+) -> Result<Running, StartError> {
+    for warning in &config.warnings {
+        tracing::warn!("config: {warning}");
+    }
+    let prices = match &config.model_cost_map_path {
+        Some(path) => PriceMap::load(path)?,
+        None => PriceMap::bundled(),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let router = RouterHandle::start(config, &prices, upstream_client()?, metrics.clone());
+    let gateway = web::Data::new(Gateway::new(
+        router.clone(),
+        metrics,
+        config.general.master_key.as_ref(),
+        config.general.max_request_size_bytes,
+    ));
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(gateway.clone())
+            .configure(http::configure)
+            .default_service(web::to(http::not_found))
+    })
+    .shutdown_timeout(opts.graceful_timeout.as_secs().max(1))
+    .backlog(4096)
+    .max_connection_rate(1024);
+    if let Some(workers) = opts.workers {
+        server = server.workers(workers.max(1));
+    }
+    if !opts.handle_signals {
+        server = server.disable_signals();
+    }
+    let server = server.listen(listener)?.run();
+    Ok(Running { server, router })
+}
