@@ -139,16 +139,25 @@ impl ResponseError for GatewayError {
         {
             builder.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        if let Self::Upstream {
-            body: Some(body), ..
-        } = self
-        {
-            return builder.body(body.clone());
-        }
+        // An upstream's own error keeps its type and param; `code` is always our status.
+        let upstream = match self {
+            Self::Upstream {
+                body: Some(body), ..
+            } => serde_json::from_slice::<serde_json::Value>(body).ok(),
+            _ => None,
+        };
+        let upstream_field = |name: &str| {
+            upstream
+                .as_ref()
+                .and_then(|v| v["error"][name].as_str())
+                .map(str::to_string)
+        };
+        let error_type = upstream_field("type").unwrap_or_else(|| self.error_type().to_string());
+        let param = upstream_field("param").or_else(|| self.param().map(str::to_string));
         let body = error_body(
             &self.to_string(),
-            self.error_type(),
-            self.param(),
+            &error_type,
+            param.as_deref(),
             status.as_u16(),
         );
         builder.body(body.to_string())
@@ -187,16 +196,17 @@ mod tests {
     }
 
     #[test]
-    fn upstream_error_bodies_pass_through_with_their_status() {
-        let upstream = Bytes::from_static(br#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":"x"}}"#);
-        let resp = GatewayError::Upstream {
+    fn upstream_errors_keep_their_status_type_and_param_with_our_code() {
+        let upstream = Bytes::from_static(br#"{"error":{"message":"bad","type":"invalid_request_error","param":"temperature","code":"x"}}"#);
+        let (status, body) = render(GatewayError::Upstream {
             status: 422,
-            message: "bad".into(),
-            body: Some(upstream.clone()),
+            message: "bad (deployment a)".into(),
+            body: Some(upstream),
             retry_after: None,
-        }
-        .error_response();
-        assert_eq!(resp.status().as_u16(), 422);
-        assert_eq!(resp.into_body().try_into_bytes().unwrap(), upstream);
+        });
+        assert_eq!(status, 422);
+        assert_eq!(body["error"]["message"], "bad (deployment a)");
+        assert_eq!(body["error"]["param"], "temperature");
+        assert_eq!(body["error"]["code"], "422");
     }
 }
