@@ -1,19 +1,12 @@
 //! `GET /health/liveliness`, `/health/readiness`, `/health` (calls every deployment), `/metrics`.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::future::join_all;
 use serde_json::{json, Map, Value};
 
 use super::{auth, Gateway};
-use crate::config::Mode;
-use crate::deployment::DeploymentHandle;
 use crate::error::GatewayError;
-use crate::providers::{self, Endpoint};
-
-/// The longest a health check waits for one deployment.
-const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn liveliness() -> HttpResponse {
     HttpResponse::Ok().json("I'm alive!")
@@ -36,81 +29,38 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
         .body(gw.metrics.render())
 }
 
-/// Calls every deployment with a one-token request (LiteLLM's shape of answer).
+/// Every deployment's health (LiteLLM's shape): the latest background check when
+/// `background_health_checks` is on, else a one-token request to each deployment now.
 pub async fn health(
     req: HttpRequest,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, GatewayError> {
     auth::authorize(&req, &gw)?;
-    let table = gw.router.table();
-    let deployments: Vec<&DeploymentHandle> = table.deployments().collect();
-    let results = join_all(deployments.iter().map(|d| check(&gw, d))).await;
+    let report = match gw.router.last_health() {
+        Some(report) => report,
+        None => Arc::new(gw.router.check_all().await),
+    };
     let (mut healthy, mut unhealthy) = (Vec::new(), Vec::new());
-    for (d, result) in deployments.iter().zip(results) {
+    for (d, error) in &report.results {
         let mut entry = Map::new();
         entry.insert("model".into(), json!(d.config().litellm_model));
         entry.insert("model_name".into(), json!(d.config().model_name));
         entry.insert("model_id".into(), json!(d.id()));
         entry.insert("api_base".into(), json!(d.config().api_base));
-        match result {
-            Ok(()) => healthy.push(Value::Object(entry)),
-            Err(error) => {
+        match error {
+            None => healthy.push(Value::Object(entry)),
+            Some(error) => {
                 entry.insert("error".into(), json!(error));
                 unhealthy.push(Value::Object(entry));
             }
         }
     }
+    let checked_at = humantime::format_rfc3339_seconds(report.checked_at).to_string();
     Ok(HttpResponse::Ok().json(json!({
         "healthy_endpoints": healthy,
         "unhealthy_endpoints": unhealthy,
         "healthy_count": healthy.len(),
         "unhealthy_count": unhealthy.len(),
+        "checked_at": checked_at,
     })))
-}
-
-/// One health check: a tiny real request, unless the deployment answers with `mock_response`.
-async fn check(gw: &Gateway, d: &DeploymentHandle) -> Result<(), String> {
-    let cfg = d.config();
-    if let Some(mock) = &cfg.mock_response {
-        return match crate::openai::mock::mock_failure(mock) {
-            Some(failure) => Err(failure.message),
-            None => Ok(()),
-        };
-    }
-    let (endpoint, body) = match cfg.mode {
-        Mode::Embedding => (Endpoint::Embeddings, json!({"input": ["ping"]})),
-        Mode::Completion => (
-            Endpoint::Completions,
-            json!({"prompt": "ping", "max_tokens": 1}),
-        ),
-        Mode::Chat | Mode::Responses => (
-            Endpoint::ChatCompletions,
-            json!({"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}),
-        ),
-        other => {
-            return Err(format!(
-                "health checks for mode {} are not supported",
-                other.as_str()
-            ))
-        }
-    };
-    let Value::Object(body) = body else {
-        return Err("internal: health body".into());
-    };
-    let timeout = gw
-        .router
-        .timeout_for(d, false, None)
-        .min(HEALTH_CHECK_TIMEOUT);
-    providers::call(
-        gw.router.client(),
-        cfg,
-        endpoint,
-        &body,
-        &[],
-        false,
-        timeout,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|f| format!("{} ({})", f.message, f.status()))
 }

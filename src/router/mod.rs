@@ -6,6 +6,7 @@
 //! fallbacks with [`plan`]. Outcomes go back to the deployment actors without waiting.
 
 mod dispatch;
+mod health_check;
 pub mod plan;
 pub mod strategy;
 
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, RouterSettings};
@@ -21,6 +22,7 @@ use crate::cost::PriceMap;
 use crate::deployment::{Deployment, DeploymentHandle, HealthPolicy};
 use crate::metrics::Metrics;
 pub use dispatch::{invalid_model, AttemptError, CallRequest, Dispatched, Failed, Reply};
+pub use health_check::HealthReport;
 
 /// Model groups and their deployments, as the request path reads them.
 pub struct RoutingTable {
@@ -65,10 +67,15 @@ impl RoutingTable {
     }
 }
 
-/// The actor owning the routing table (it builds it, starts the deployment actors, and stops
-/// them on shutdown).
+/// The actor owning the routing table (it builds it, starts the deployment actors, runs the
+/// background health checks, and stops the deployments on shutdown).
 pub struct Router {
     table: Arc<ArcSwap<RoutingTable>>,
+    /// Set when `background_health_checks` is on: how often to check.
+    check_interval: Option<Duration>,
+    /// The handle the checks run through (set right after start).
+    handle: Option<RouterHandle>,
+    checking: bool,
 }
 
 impl Actor for Router {
@@ -76,6 +83,47 @@ impl Actor for Router {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(64);
+        if let Some(interval) = self.check_interval {
+            ctx.run_interval(interval, |act, ctx| act.run_health_checks(ctx));
+        }
+    }
+}
+
+impl Router {
+    fn run_health_checks(&mut self, ctx: &mut Context<Self>) {
+        let Some(handle) = self.handle.clone() else {
+            return;
+        };
+        if self.checking {
+            return; // the previous round is still running
+        }
+        self.checking = true;
+        let round = async move {
+            let report = handle.check_all().await;
+            for (d, error) in &report.results {
+                if let Some(error) = error {
+                    tracing::warn!(deployment = %d.id(), error = %error, "health check failed");
+                }
+            }
+            handle.last_health.store(Some(Arc::new(report)));
+        };
+        ctx.spawn(round.into_actor(self).map(|_, act, _| act.checking = false));
+    }
+}
+
+/// The handle is only known once the actor has an address.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Attach(RouterHandle);
+
+impl Handler<Attach> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) {
+        self.handle = Some(msg.0);
+        if self.check_interval.is_some() {
+            self.run_health_checks(ctx);
+        }
     }
 }
 
@@ -102,6 +150,8 @@ pub struct RouterHandle {
     client: reqwest::Client,
     metrics: Arc<Metrics>,
     addr: actix::Addr<Router>,
+    /// The latest background health check, when those are on.
+    last_health: Arc<arc_swap::ArcSwapOption<HealthReport>>,
 }
 
 impl RouterHandle {
@@ -112,6 +162,10 @@ impl RouterHandle {
         client: reqwest::Client,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let general = &config.general;
+        let check_interval = general
+            .background_health_checks
+            .then_some(general.health_check_interval.max(Duration::from_secs(1)));
         let settings = Arc::new(config.router.clone());
         let mut groups: HashMap<String, Vec<DeploymentHandle>> = HashMap::new();
         let group_sizes: HashMap<&str, usize> =
@@ -156,15 +210,26 @@ impl RouterHandle {
         let table = Arc::new(ArcSwap::from_pointee(table));
         let addr = Router {
             table: table.clone(),
+            check_interval,
+            handle: None,
+            checking: false,
         }
         .start();
-        Self {
+        let handle = Self {
             table,
             settings,
             client,
             metrics,
             addr,
-        }
+            last_health: Default::default(),
+        };
+        handle.addr.do_send(Attach(handle.clone()));
+        handle
+    }
+
+    /// The latest background health check, if background checks are on and one has finished.
+    pub fn last_health(&self) -> Option<Arc<HealthReport>> {
+        self.last_health.load_full()
     }
 
     pub fn table(&self) -> Arc<RoutingTable> {

@@ -378,3 +378,41 @@ model_list:
     assert_eq!(gw.mock.state.served(), 2, "4xx are not retried");
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn background_health_checks_run_on_their_own_and_answer_health() {
+    let gw = start(
+        r#"
+model_list:
+  - {model_name: ok, litellm_params: {model: openai/m, api_base: "{mock}"}}
+  - {model_name: down, litellm_params: {model: openai/error-503, api_base: "{mock}"}}
+general_settings: {master_key: sk-test, background_health_checks: true, health_check_interval: 60}
+"#,
+    )
+    .await;
+    // The first round runs at startup, without any request.
+    for _ in 0..50 {
+        if gw.mock.state.served() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(gw.mock.state.served(), 2);
+    let health: Value = gw.get("/health").await.json().await.unwrap();
+    assert_eq!(
+        (
+            health["healthy_count"].as_u64(),
+            health["unhealthy_count"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{health}"
+    );
+    assert!(health["checked_at"].is_string());
+    assert_eq!(
+        gw.mock.state.served(),
+        2,
+        "/health answered from the background check"
+    );
+    gw.stop().await;
+}
