@@ -35,15 +35,9 @@ pub struct PriceMap {
 #[derive(Debug, thiserror::Error)]
 pub enum PriceMapError {
     #[error("cannot read price map {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("price map {path} is not valid: {source}")]
-    Parse {
-        path: String,
-        source: serde_json::Error,
-    },
+    Parse { path: String, source: serde_json::Error },
 }
 
 impl PriceMap {
@@ -54,14 +48,8 @@ impl PriceMap {
     }
 
     pub fn load(path: &str) -> Result<Self, PriceMapError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PriceMapError::Read {
-            path: path.into(),
-            source,
-        })?;
-        Self::from_json(&text).map_err(|source| PriceMapError::Parse {
-            path: path.into(),
-            source,
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| PriceMapError::Read { path: path.into(), source })?;
+        Self::from_json(&text).map_err(|source| PriceMapError::Parse { path: path.into(), source })
     }
 
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
@@ -138,20 +126,14 @@ impl Price {
     /// their own rates where the map has them; reasoning tokens are part of `completion_tokens`.
     pub fn cost(&self, u: &TokenUsage) -> f64 {
         let cache_read = u.cache_read_input_tokens.min(u.prompt_tokens);
-        let cache_write = u
-            .cache_creation_input_tokens
-            .min(u.prompt_tokens - cache_read);
+        let cache_write = u.cache_creation_input_tokens.min(u.prompt_tokens - cache_read);
         let plain_input = u.prompt_tokens - cache_read - cache_write;
         let reasoning = u.reasoning_tokens.min(u.completion_tokens);
         let (plain_output, reasoning_rate) = match self.reasoning {
             Some(rate) => (u.completion_tokens - reasoning, rate),
             None => (u.completion_tokens, 0.0),
         };
-        let reasoning_billed = if self.reasoning.is_some() {
-            reasoning
-        } else {
-            0
-        };
+        let reasoning_billed = if self.reasoning.is_some() { reasoning } else { 0 };
         let cost = plain_input as f64 * self.input
             + cache_read as f64 * self.cache_read.unwrap_or(self.input)
             + cache_write as f64 * self.cache_write.unwrap_or(self.input)
@@ -189,9 +171,7 @@ mod tests {
     fn bundled_map_prices_gpt_4o_mini_like_openai() {
         let map = PriceMap::bundled();
         assert!(map.len() > 30, "bundled map has {} entries", map.len());
-        let d = deployment(
-            "model_list:\n  - model_name: mini\n    litellm_params: {model: openai/gpt-4o-mini}\n",
-        );
+        let d = deployment("model_list:\n  - model_name: mini\n    litellm_params: {model: openai/gpt-4o-mini}\n");
         let price = map.price_for(&d).unwrap();
         assert_eq!(price.cost(&usage(12, 9)), 7.2e-06);
     }
@@ -213,13 +193,8 @@ mod tests {
 
     #[test]
     fn cached_and_reasoning_tokens_use_their_own_rates() {
-        let price = Price {
-            input: 1.0,
-            output: 10.0,
-            cache_read: Some(0.1),
-            cache_write: Some(1.25),
-            reasoning: Some(20.0),
-        };
+        let price =
+            Price { input: 1.0, output: 10.0, cache_read: Some(0.1), cache_write: Some(1.25), reasoning: Some(20.0) };
         let u = TokenUsage {
             prompt_tokens: 100,
             completion_tokens: 50,
@@ -231,10 +206,7 @@ mod tests {
         // 50 plain input + 40*0.1 + 10*1.25 + 30*10 + 20*20
         assert_eq!(price.cost(&u), 50.0 + 4.0 + 12.5 + 300.0 + 400.0);
         // Without a reasoning rate, reasoning tokens are ordinary output tokens.
-        let plain = Price {
-            reasoning: None,
-            ..price
-        };
+        let plain = Price { reasoning: None, ..price };
         assert_eq!(plain.cost(&u), 50.0 + 4.0 + 12.5 + 500.0);
     }
 }

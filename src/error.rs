@@ -50,9 +50,7 @@ impl GatewayError {
     /// The OpenAI `type` field; LiteLLM's values where it has one.
     pub fn error_type(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) | Self::InvalidParam { .. } | Self::PayloadTooLarge { .. } => {
-                "invalid_request_error"
-            }
+            Self::BadRequest(_) | Self::InvalidParam { .. } | Self::PayloadTooLarge { .. } => "invalid_request_error",
             Self::ContextWindowExceeded(_) => "invalid_request_error",
             Self::Unauthorized(_) => "auth_error",
             Self::NotFound(_) => "not_found_error",
@@ -104,12 +102,7 @@ pub fn type_for_status(status: u16) -> &'static str {
 }
 
 /// The OpenAI error body, used by every error answer (and by errors sent inside a stream).
-pub fn error_body(
-    message: &str,
-    error_type: &str,
-    param: Option<&str>,
-    status: u16,
-) -> serde_json::Value {
+pub fn error_body(message: &str, error_type: &str, param: Option<&str>, status: u16) -> serde_json::Value {
     json!({"error": {"message": message, "type": error_type, "param": param, "code": status.to_string()}})
 }
 
@@ -132,34 +125,18 @@ impl ResponseError for GatewayError {
         let status = self.status_code();
         let mut builder = HttpResponse::build(status);
         builder.insert_header((header::CONTENT_TYPE, "application/json"));
-        if let Self::Upstream {
-            retry_after: Some(secs),
-            ..
-        } = self
-        {
+        if let Self::Upstream { retry_after: Some(secs), .. } = self {
             builder.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         // An upstream's own error keeps its type and param; `code` is always our status.
         let upstream = match self {
-            Self::Upstream {
-                body: Some(body), ..
-            } => serde_json::from_slice::<serde_json::Value>(body).ok(),
+            Self::Upstream { body: Some(body), .. } => serde_json::from_slice::<serde_json::Value>(body).ok(),
             _ => None,
         };
-        let upstream_field = |name: &str| {
-            upstream
-                .as_ref()
-                .and_then(|v| v["error"][name].as_str())
-                .map(str::to_string)
-        };
+        let upstream_field = |name: &str| upstream.as_ref().and_then(|v| v["error"][name].as_str()).map(str::to_string);
         let error_type = upstream_field("type").unwrap_or_else(|| self.error_type().to_string());
         let param = upstream_field("param").or_else(|| self.param().map(str::to_string));
-        let body = error_body(
-            &self.to_string(),
-            &error_type,
-            param.as_deref(),
-            status.as_u16(),
-        );
+        let body = error_body(&self.to_string(), &error_type, param.as_deref(), status.as_u16());
         builder.body(body.to_string())
     }
 }
@@ -178,18 +155,14 @@ mod tests {
 
     #[test]
     fn every_error_renders_the_openai_body_with_code_as_string() {
-        let (status, body) = render(GatewayError::InvalidParam {
-            message: "missing field `model`".into(),
-            param: "model".into(),
-        });
+        let (status, body) =
+            render(GatewayError::InvalidParam { message: "missing field `model`".into(), param: "model".into() });
         assert_eq!(status, 400);
         assert_eq!(body["error"]["code"], "400");
         assert_eq!(body["error"]["param"], "model");
         assert_eq!(body["error"]["type"], "invalid_request_error");
 
-        let (status, body) = render(GatewayError::NoDeploymentsAvailable(
-            "No deployments available".into(),
-        ));
+        let (status, body) = render(GatewayError::NoDeploymentsAvailable("No deployments available".into()));
         assert_eq!(status, 429);
         assert_eq!(body["error"]["type"], "rate_limit_error");
         assert!(body["error"]["param"].is_null());
@@ -197,7 +170,9 @@ mod tests {
 
     #[test]
     fn upstream_errors_keep_their_status_type_and_param_with_our_code() {
-        let upstream = Bytes::from_static(br#"{"error":{"message":"bad","type":"invalid_request_error","param":"temperature","code":"x"}}"#);
+        let upstream = Bytes::from_static(
+            br#"{"error":{"message":"bad","type":"invalid_request_error","param":"temperature","code":"x"}}"#,
+        );
         let (status, body) = render(GatewayError::Upstream {
             status: 422,
             message: "bad (deployment a)".into(),

@@ -96,18 +96,13 @@ impl ClassMap {
     }
 
     /// Parses LiteLLM's `{"<Class>Error<suffix>": n}` map; returns unknown keys.
-    pub fn from_litellm(
-        map: &std::collections::BTreeMap<String, u64>,
-        suffix: &str,
-    ) -> (Self, Vec<String>) {
+    pub fn from_litellm(map: &std::collections::BTreeMap<String, u64>, suffix: &str) -> (Self, Vec<String>) {
         let mut out = Self::default();
         let mut unknown = Vec::new();
         for (key, value) in map {
-            let class = key.strip_suffix(suffix).and_then(|name| {
-                ErrorClass::ALL
-                    .into_iter()
-                    .find(|c| c.litellm_name() == name)
-            });
+            let class = key
+                .strip_suffix(suffix)
+                .and_then(|name| ErrorClass::ALL.into_iter().find(|c| c.litellm_name() == name));
             match class {
                 Some(class) => out.set(class, (*value).min(u32::MAX as u64) as u32),
                 None => unknown.push(key.clone()),
@@ -119,12 +114,7 @@ impl ClassMap {
 
 impl UpstreamFailure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            body: None,
-            retry_after: None,
-        }
+        Self { kind, message: message.into(), body: None, retry_after: None }
     }
 
     pub fn class(&self) -> ErrorClass {
@@ -133,16 +123,10 @@ impl UpstreamFailure {
             FailureKind::Connection | FailureKind::Malformed => ErrorClass::InternalServer,
             FailureKind::Status(status) => match status {
                 400 | 422 => {
-                    let text = self
-                        .body
-                        .as_deref()
-                        .map(String::from_utf8_lossy)
-                        .unwrap_or_default();
+                    let text = self.body.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                     if is_context_window_error(&text) || is_context_window_error(&self.message) {
                         ErrorClass::ContextWindowExceeded
-                    } else if is_content_policy_error(&text)
-                        || is_content_policy_error(&self.message)
-                    {
+                    } else if is_content_policy_error(&text) || is_content_policy_error(&self.message) {
                         ErrorClass::ContentPolicyViolation
                     } else {
                         ErrorClass::BadRequest
@@ -198,9 +182,7 @@ pub fn is_context_window_error(text: &str) -> bool {
 
 pub fn is_content_policy_error(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    t.contains("content_policy_violation")
-        || t.contains("content_filter")
-        || t.contains("content management policy")
+    t.contains("content_policy_violation") || t.contains("content_filter") || t.contains("content management policy")
 }
 
 #[cfg(test)]
@@ -229,10 +211,7 @@ mod tests {
         assert_eq!(status(400, "{}").class(), ErrorClass::BadRequest);
         assert_eq!(status(429, "").class(), ErrorClass::RateLimit);
         assert_eq!(status(503, "").class(), ErrorClass::InternalServer);
-        assert_eq!(
-            UpstreamFailure::new(FailureKind::Timeout, "t").class(),
-            ErrorClass::Timeout
-        );
+        assert_eq!(UpstreamFailure::new(FailureKind::Timeout, "t").class(), ErrorClass::Timeout);
     }
 
     #[test]
@@ -253,12 +232,7 @@ mod tests {
 
     #[test]
     fn parses_litellm_policy_maps() {
-        let map = [
-            ("RateLimitErrorRetries".to_string(), 3u64),
-            ("BogusRetries".to_string(), 1),
-        ]
-        .into_iter()
-        .collect();
+        let map = [("RateLimitErrorRetries".to_string(), 3u64), ("BogusRetries".to_string(), 1)].into_iter().collect();
         let (policy, unknown) = ClassMap::from_litellm(&map, "Retries");
         assert_eq!(policy.get(ErrorClass::RateLimit), Some(3));
         assert_eq!(policy.get(ErrorClass::Timeout), None);

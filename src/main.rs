@@ -63,9 +63,7 @@ struct MockArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
@@ -85,11 +83,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
-    let path = args
-        .config
-        .ok_or("no config given: pass --config PATH (a LiteLLM config.yaml)")?;
-    let config =
-        Config::load(&path).map_err(|e| format!("invalid config {}: {e}", path.display()))?;
+    let path = args.config.ok_or("no config given: pass --config PATH (a LiteLLM config.yaml)")?;
+    let config = Config::load(&path).map_err(|e| format!("invalid config {}: {e}", path.display()))?;
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     let opts = ServeOptions {
@@ -112,8 +107,7 @@ fn mock_upstream(args: MockArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     actix_web::rt::System::new().block_on(async move {
         let state = Arc::new(switchyard::mock::MockState::default());
-        let server =
-            switchyard::mock::server(listener, state, args.workers).map_err(|e| e.to_string())?;
+        let server = switchyard::mock::server(listener, state, args.workers).map_err(|e| e.to_string())?;
         tracing::info!(host = %args.host, port = args.port, "mock upstream listening");
         server.await.map_err(|e| e.to_string())
     })

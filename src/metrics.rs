@@ -1,20 +1,14 @@
 //! Prometheus metrics under LiteLLM's names, so users' dashboards keep working.
 
 use prometheus::{
-    exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, Opts, Registry, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::config::DeploymentConfig;
 use crate::deployment::State;
 
-const DEPLOYMENT_LABELS: &[&str] = &[
-    "litellm_model_name",
-    "model_id",
-    "api_base",
-    "api_provider",
-    "requested_model",
-];
+const DEPLOYMENT_LABELS: &[&str] = &["litellm_model_name", "model_id", "api_base", "api_provider", "requested_model"];
 
 pub struct Metrics {
     registry: Registry,
@@ -63,20 +57,13 @@ impl Metrics {
         macro_rules! register {
             ($metric:expr) => {{
                 let m = $metric.expect("metric definitions are static");
-                registry
-                    .register(Box::new(m.clone()))
-                    .expect("metric names are unique");
+                registry.register(Box::new(m.clone())).expect("metric names are unique");
                 m
             }};
         }
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            IntCounterVec::new(Opts::new(name, help), labels)
-        };
+        let counter = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
         let histogram = |name: &str, help: &str, labels: &[&str]| {
-            HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(latency_buckets()),
-                labels,
-            )
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(latency_buckets()), labels)
         };
         Self {
             total_requests: register!(counter(
@@ -98,16 +85,8 @@ impl Metrics {
                 "Input + output tokens",
                 &["model", "requested_model"]
             )),
-            input_tokens: register!(counter(
-                "litellm_input_tokens",
-                "Input tokens",
-                &["model", "requested_model"]
-            )),
-            output_tokens: register!(counter(
-                "litellm_output_tokens",
-                "Output tokens",
-                &["model", "requested_model"]
-            )),
+            input_tokens: register!(counter("litellm_input_tokens", "Input tokens", &["model", "requested_model"])),
+            output_tokens: register!(counter("litellm_output_tokens", "Output tokens", &["model", "requested_model"])),
             deployment_success: register!(counter(
                 "litellm_deployment_success_responses",
                 "Successful upstream calls",
@@ -116,14 +95,7 @@ impl Metrics {
             deployment_failure: register!(counter(
                 "litellm_deployment_failure_responses",
                 "Failed upstream calls",
-                &[
-                    "litellm_model_name",
-                    "model_id",
-                    "api_base",
-                    "api_provider",
-                    "requested_model",
-                    "exception_status"
-                ]
+                &["litellm_model_name", "model_id", "api_base", "api_provider", "requested_model", "exception_status"]
             )),
             deployment_total: register!(counter(
                 "litellm_deployment_total_requests",
@@ -131,22 +103,13 @@ impl Metrics {
                 DEPLOYMENT_LABELS
             )),
             deployment_state: register!(GaugeVec::new(
-                Opts::new(
-                    "litellm_deployment_state",
-                    "0 healthy, 1 partial outage, 2 complete outage (cooling down)"
-                ),
+                Opts::new("litellm_deployment_state", "0 healthy, 1 partial outage, 2 complete outage (cooling down)"),
                 &["litellm_model_name", "model_id", "api_base", "api_provider"]
             )),
             deployment_cooled_down: register!(counter(
                 "litellm_deployment_cooled_down",
                 "Times a deployment entered cooldown",
-                &[
-                    "litellm_model_name",
-                    "model_id",
-                    "api_base",
-                    "api_provider",
-                    "exception_status"
-                ]
+                &["litellm_model_name", "model_id", "api_base", "api_provider", "exception_status"]
             )),
             latency_per_output_token: register!(histogram(
                 "litellm_deployment_latency_per_output_token",
@@ -192,48 +155,26 @@ impl Metrics {
     }
 
     fn deployment_labels<'a>(d: &'a DeploymentConfig, requested_model: &'a str) -> [&'a str; 5] {
-        [
-            &d.litellm_model,
-            &d.id,
-            &d.api_base,
-            d.provider.name,
-            requested_model,
-        ]
+        [&d.litellm_model, &d.id, &d.api_base, d.provider.name, requested_model]
     }
 
     pub fn request(&self, r: &RequestRecord) {
-        self.total_requests
-            .with_label_values(&[r.requested_model, status_label(r.status)])
-            .inc();
+        self.total_requests.with_label_values(&[r.requested_model, status_label(r.status)]).inc();
         if let Some(class) = r.error_class {
-            self.failed_requests
-                .with_label_values(&[r.requested_model, status_label(r.status), class])
-                .inc();
+            self.failed_requests.with_label_values(&[r.requested_model, status_label(r.status), class]).inc();
         }
         let model = r.model.unwrap_or("");
         if r.spend > 0.0 {
-            self.spend
-                .with_label_values(&[model, r.requested_model])
-                .inc_by(r.spend);
+            self.spend.with_label_values(&[model, r.requested_model]).inc_by(r.spend);
         }
         if r.prompt_tokens + r.completion_tokens > 0 {
             let labels = [model, r.requested_model];
-            self.input_tokens
-                .with_label_values(&labels)
-                .inc_by(r.prompt_tokens);
-            self.output_tokens
-                .with_label_values(&labels)
-                .inc_by(r.completion_tokens);
-            self.total_tokens
-                .with_label_values(&labels)
-                .inc_by(r.prompt_tokens + r.completion_tokens);
+            self.input_tokens.with_label_values(&labels).inc_by(r.prompt_tokens);
+            self.output_tokens.with_label_values(&labels).inc_by(r.completion_tokens);
+            self.total_tokens.with_label_values(&labels).inc_by(r.prompt_tokens + r.completion_tokens);
         }
-        self.request_total_latency
-            .with_label_values(&[r.requested_model])
-            .observe(r.total_secs);
-        self.overhead_latency
-            .with_label_values(&[r.requested_model])
-            .observe(r.overhead_secs);
+        self.request_total_latency.with_label_values(&[r.requested_model]).observe(r.total_secs);
+        self.overhead_latency.with_label_values(&[r.requested_model]).observe(r.overhead_secs);
     }
 
     pub fn upstream_success(
@@ -246,9 +187,7 @@ impl Metrics {
         let labels = Self::deployment_labels(d, requested_model);
         self.deployment_total.with_label_values(&labels).inc();
         self.deployment_success.with_label_values(&labels).inc();
-        self.llm_api_latency
-            .with_label_values(&[&d.model_name])
-            .observe(latency_secs);
+        self.llm_api_latency.with_label_values(&[&d.model_name]).observe(latency_secs);
         if completion_tokens > 0 {
             self.latency_per_output_token
                 .with_label_values(&labels[..4])
@@ -260,15 +199,11 @@ impl Metrics {
         let labels = Self::deployment_labels(d, requested_model);
         self.deployment_total.with_label_values(&labels).inc();
         let [a, b, c, e, f] = labels;
-        self.deployment_failure
-            .with_label_values(&[a, b, c, e, f, status_label(status)])
-            .inc();
+        self.deployment_failure.with_label_values(&[a, b, c, e, f, status_label(status)]).inc();
     }
 
     pub fn time_to_first_token(&self, model_group: &str, secs: f64) {
-        self.time_to_first_token
-            .with_label_values(&[model_group])
-            .observe(secs);
+        self.time_to_first_token.with_label_values(&[model_group]).observe(secs);
     }
 
     pub fn deployment_state(&self, d: &DeploymentConfig, state: State) {
@@ -279,25 +214,13 @@ impl Metrics {
 
     pub fn deployment_cooled_down(&self, d: &DeploymentConfig, reason: &str) {
         self.deployment_cooled_down
-            .with_label_values(&[
-                &d.litellm_model,
-                &d.id,
-                &d.api_base,
-                d.provider.name,
-                reason,
-            ])
+            .with_label_values(&[&d.litellm_model, &d.id, &d.api_base, d.provider.name, reason])
             .inc();
     }
 
     pub fn fallback(&self, requested_model: &str, fallback_model: &str, succeeded: bool) {
-        let metric = if succeeded {
-            &self.successful_fallbacks
-        } else {
-            &self.failed_fallbacks
-        };
-        metric
-            .with_label_values(&[requested_model, fallback_model])
-            .inc();
+        let metric = if succeeded { &self.successful_fallbacks } else { &self.failed_fallbacks };
+        metric.with_label_values(&[requested_model, fallback_model]).inc();
     }
 
     pub fn health_report_dropped(&self) {

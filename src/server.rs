@@ -26,11 +26,7 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self {
-            workers: None,
-            graceful_timeout: Duration::from_secs(30),
-            handle_signals: true,
-        }
+        Self { workers: None, graceful_timeout: Duration::from_secs(30), handle_signals: true }
     }
 }
 
@@ -64,11 +60,7 @@ pub fn upstream_client() -> reqwest::Result<reqwest::Client> {
 }
 
 /// Starts the actors and the HTTP server on `listener`. Must run inside an actix system.
-pub fn start(
-    config: &Config,
-    listener: TcpListener,
-    opts: &ServeOptions,
-) -> Result<Running, StartError> {
+pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Result<Running, StartError> {
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
     }
@@ -85,10 +77,7 @@ pub fn start(
         config.general.max_request_size_bytes,
     ));
     let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(gateway.clone())
-            .configure(http::configure)
-            .default_service(web::to(http::not_found))
+        App::new().app_data(gateway.clone()).configure(http::configure).default_service(web::to(http::not_found))
     })
     .shutdown_timeout(opts.graceful_timeout.as_secs().max(1))
     .backlog(4096)

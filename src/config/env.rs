@@ -19,12 +19,7 @@ pub fn resolve(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> Ve
     missing
 }
 
-fn walk(
-    value: &mut Value,
-    path: &mut String,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    missing: &mut Vec<MissingVar>,
-) {
+fn walk(value: &mut Value, path: &mut String, lookup: &dyn Fn(&str) -> Option<String>, missing: &mut Vec<MissingVar>) {
     match value {
         Value::String(s) => {
             if let Some(var) = s.strip_prefix(PREFIX) {
@@ -32,10 +27,7 @@ fn walk(
                 match lookup(&var) {
                     Some(v) => *s = v,
                     None => {
-                        missing.push(MissingVar {
-                            path: path.clone(),
-                            var,
-                        });
+                        missing.push(MissingVar { path: path.clone(), var });
                         *value = Value::Null;
                     }
                 }
@@ -75,23 +67,12 @@ mod tests {
             "model_list:\n  - litellm_params:\n      api_key: os.environ/SET\n      api_base: os.environ/UNSET\n",
         )
         .unwrap();
-        let missing = resolve(&mut v, &|name| {
-            (name == "SET").then(|| "secret".to_string())
-        });
-        assert_eq!(
-            v["model_list"][0]["litellm_params"]["api_key"],
-            Value::String("secret".into())
-        );
-        assert_eq!(
-            v["model_list"][0]["litellm_params"]["api_base"],
-            Value::Null
-        );
+        let missing = resolve(&mut v, &|name| (name == "SET").then(|| "secret".to_string()));
+        assert_eq!(v["model_list"][0]["litellm_params"]["api_key"], Value::String("secret".into()));
+        assert_eq!(v["model_list"][0]["litellm_params"]["api_base"], Value::Null);
         assert_eq!(
             missing,
-            vec![MissingVar {
-                path: "model_list[0].litellm_params.api_base".into(),
-                var: "UNSET".into()
-            }]
+            vec![MissingVar { path: "model_list[0].litellm_params.api_base".into(), var: "UNSET".into() }]
         );
     }
 }

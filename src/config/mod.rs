@@ -22,20 +22,14 @@ pub use raw::parse_duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
 
 impl ConfigError {
     fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            path: path.into(),
-            message: message.into(),
-        }
+        Self::Invalid { path: path.into(), message: message.into() }
     }
 }
 
@@ -241,20 +235,15 @@ fn default_max_request_size_bytes() -> usize {
 impl Config {
     /// Reads and validates a config file, using the process environment for `os.environ/…`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::from_yaml(&text, &|name| std::env::var(name).ok())
     }
 
     /// Parses and validates YAML text; `env` looks up environment variables.
-    pub fn from_yaml(
-        text: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let mut doc: Value = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::invalid("config", e.to_string()))?;
+    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut doc: Value =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::invalid("config", e.to_string()))?;
         if doc.is_null() {
             doc = Value::Mapping(Default::default());
         }
@@ -275,39 +264,21 @@ impl Config {
         let mut warnings = Vec::new();
         for m in missing {
             if m.path.starts_with("model_list") || m.path == "general_settings.master_key" {
-                return Err(ConfigError::invalid(
-                    m.path,
-                    format!("environment variable {} is not set", m.var),
-                ));
+                return Err(ConfigError::invalid(m.path, format!("environment variable {} is not set", m.var)));
             }
-            warnings.push(format!(
-                "{}: environment variable {} is not set; treated as unset",
-                m.path, m.var
-            ));
+            warnings.push(format!("{}: environment variable {} is not set; treated as unset", m.path, m.var));
         }
         let raw: RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
             let path = e.path().to_string();
-            ConfigError::invalid(
-                if path == "." { "config".into() } else { path },
-                e.into_inner().to_string(),
-            )
+            ConfigError::invalid(if path == "." { "config".into() } else { path }, e.into_inner().to_string())
         })?;
-        Validator {
-            warnings,
-            env: &lookup,
-            seen_unsupported: BTreeSet::new(),
-        }
-        .validate(raw)
+        Validator { warnings, env: &lookup, seen_unsupported: BTreeSet::new() }.validate(raw)
     }
 
     /// Model group names, in config order, without duplicates.
     pub fn model_groups(&self) -> Vec<&str> {
         let mut seen = BTreeSet::new();
-        self.deployments
-            .iter()
-            .map(|d| d.model_name.as_str())
-            .filter(|n| seen.insert(*n))
-            .collect()
+        self.deployments.iter().map(|d| d.model_name.as_str()).filter(|n| seen.insert(*n)).collect()
     }
 }
 
@@ -332,17 +303,14 @@ impl Validator<'_> {
         for key in extra.keys() {
             let path = format!("{section}.{key}");
             if self.seen_unsupported.insert(path.clone()) {
-                self.warnings
-                    .push(format!("{path}: not implemented by Switchyard; ignored"));
+                self.warnings.push(format!("{path}: not implemented by Switchyard; ignored"));
             }
         }
     }
 
     fn validate(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
         for key in raw.extra.keys() {
-            self.warnings.push(format!(
-                "{key}: not a section Switchyard implements; ignored"
-            ));
+            self.warnings.push(format!("{key}: not a section Switchyard implements; ignored"));
         }
         let mut deployments = Vec::with_capacity(raw.model_list.len());
         let mut ids = BTreeSet::new();
@@ -371,10 +339,7 @@ impl Validator<'_> {
 
         self.unsupported("general_settings", &raw.general_settings.extra);
         let g = raw.general_settings;
-        let master_key = g
-            .master_key
-            .or_else(|| (self.env)("LITELLM_MASTER_KEY"))
-            .filter(|k| !k.is_empty());
+        let master_key = g.master_key.or_else(|| (self.env)("LITELLM_MASTER_KEY")).filter(|k| !k.is_empty());
         let max_request_size_bytes = match g.max_request_size_mb {
             Some(mb) if mb > 0.0 => (mb * 1024.0 * 1024.0) as usize,
             Some(mb) => {
@@ -401,11 +366,7 @@ impl Validator<'_> {
         })
     }
 
-    fn deployment(
-        &mut self,
-        i: usize,
-        entry: RawDeployment,
-    ) -> Result<Option<DeploymentConfig>, ConfigError> {
+    fn deployment(&mut self, i: usize, entry: RawDeployment) -> Result<Option<DeploymentConfig>, ConfigError> {
         let at = |field: &str| format!("model_list[{i}].{field}");
         if entry.model_name.trim().is_empty() {
             return Err(ConfigError::invalid(at("model_name"), "must not be empty"));
@@ -417,10 +378,7 @@ impl Validator<'_> {
         let info = entry.model_info;
         let (provider_name, upstream_model) = providers::split_model(&p.model);
         if upstream_model.is_empty() {
-            return Err(ConfigError::invalid(
-                at("litellm_params.model"),
-                "must name a model, like \"openai/gpt-4o\"",
-            ));
+            return Err(ConfigError::invalid(at("litellm_params.model"), "must name a model, like \"openai/gpt-4o\""));
         }
         let Some(provider) = providers::spec(provider_name) else {
             self.warnings.push(format!(
@@ -444,10 +402,8 @@ impl Validator<'_> {
                     )
                 })?,
         };
-        let api_key = p
-            .api_key
-            .filter(|k| !k.is_empty())
-            .or_else(|| provider.api_key_env.iter().find_map(|var| (self.env)(var)));
+        let api_key =
+            p.api_key.filter(|k| !k.is_empty()).or_else(|| provider.api_key_env.iter().find_map(|var| (self.env)(var)));
         let mode = match info.mode.as_deref() {
             None => Mode::Chat,
             Some(m) => Mode::parse(m).ok_or_else(|| {
@@ -462,10 +418,8 @@ impl Validator<'_> {
                 ));
             }
         }
-        let id = info
-            .id
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| stable_id(&entry.model_name, &p.model, &api_base, i));
+        let id =
+            info.id.filter(|s| !s.is_empty()).unwrap_or_else(|| stable_id(&entry.model_name, &p.model, &api_base, i));
         Ok(Some(DeploymentConfig {
             id,
             model_name: entry.model_name,
@@ -482,9 +436,7 @@ impl Validator<'_> {
             timeout: p.timeout,
             stream_timeout: p.stream_timeout,
             max_retries: p.max_retries.unwrap_or(0).min(10) as u32,
-            max_parallel_requests: p
-                .max_parallel_requests
-                .map(|n| n.min(u32::MAX as u64) as u32),
+            max_parallel_requests: p.max_parallel_requests.map(|n| n.min(u32::MAX as u64) as u32),
             mock_response: p.mock_response,
             mode,
             base_model: info.base_model,
@@ -500,12 +452,7 @@ impl Validator<'_> {
         }))
     }
 
-    fn apply_router_keys(
-        &mut self,
-        r: &mut RouterSettings,
-        k: RouterKeys,
-        section: &str,
-    ) -> Result<(), ConfigError> {
+    fn apply_router_keys(&mut self, r: &mut RouterSettings, k: RouterKeys, section: &str) -> Result<(), ConfigError> {
         if let Some(s) = k.routing_strategy {
             r.strategy = Strategy::parse(&s).ok_or_else(|| {
                 ConfigError::invalid(format!("{section}.routing_strategy"), format!("unknown strategy {s:?} (simple-shuffle, least-busy, usage-based-routing, usage-based-routing-v2, latency-based-routing, cost-based-routing)"))
@@ -549,18 +496,14 @@ impl Validator<'_> {
         if let Some(p) = k.retry_policy {
             let (policy, unknown) = ClassMap::from_litellm(&p, "Retries");
             for key in unknown {
-                self.warnings.push(format!(
-                    "{section}.retry_policy.{key}: unknown error class; ignored"
-                ));
+                self.warnings.push(format!("{section}.retry_policy.{key}: unknown error class; ignored"));
             }
             r.retry_policy = policy;
         }
         if let Some(p) = k.allowed_fails_policy {
             let (policy, unknown) = ClassMap::from_litellm(&p, "AllowedFails");
             for key in unknown {
-                self.warnings.push(format!(
-                    "{section}.allowed_fails_policy.{key}: unknown error class; ignored"
-                ));
+                self.warnings.push(format!("{section}.allowed_fails_policy.{key}: unknown error class; ignored"));
             }
             r.allowed_fails_policy = policy;
         }
@@ -627,10 +570,7 @@ fn check_group_references(r: &RouterSettings, groups: &BTreeSet<&str>) -> Result
         }
     }
     if let Some(t) = r.default_fallbacks.iter().find(|t| !known(t)) {
-        return Err(ConfigError::invalid(
-            "router_settings.default_fallbacks",
-            format!("unknown model group {t:?}"),
-        ));
+        return Err(ConfigError::invalid("router_settings.default_fallbacks", format!("unknown model group {t:?}")));
     }
     Ok(())
 }

@@ -195,21 +195,15 @@ fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_u64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| *f >= 0.0 && f.fract() == 0.0)
-                    .map(|f| f as u64)
-            })
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64))
             .map(Some)
             .ok_or_else(|| de::Error::custom(format!("expected a non-negative integer, got {n}"))),
-        Some(Value::String(s)) => {
-            s.trim().parse().map(Some).map_err(|_| {
-                de::Error::custom(format!("expected a non-negative integer, got {s:?}"))
-            })
-        }
-        Some(other) => Err(de::Error::custom(format!(
-            "expected a non-negative integer, got {other:?}"
-        ))),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| de::Error::custom(format!("expected a non-negative integer, got {s:?}"))),
+        Some(other) => Err(de::Error::custom(format!("expected a non-negative integer, got {other:?}"))),
     }
 }
 
@@ -217,14 +211,10 @@ fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| de::Error::custom(format!("expected a number, got {s:?}"))),
-        Some(other) => Err(de::Error::custom(format!(
-            "expected a number, got {other:?}"
-        ))),
+        Some(Value::String(s)) => {
+            s.trim().parse().map(Some).map_err(|_| de::Error::custom(format!("expected a number, got {s:?}")))
+        }
+        Some(other) => Err(de::Error::custom(format!("expected a number, got {other:?}"))),
     }
 }
 
@@ -233,17 +223,11 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(secs) if secs >= 0.0 && secs.is_finite() => {
-                Ok(Some(Duration::from_secs_f64(secs)))
-            }
-            _ => Err(de::Error::custom(format!(
-                "expected a non-negative number of seconds, got {n}"
-            ))),
+            Some(secs) if secs >= 0.0 && secs.is_finite() => Ok(Some(Duration::from_secs_f64(secs))),
+            _ => Err(de::Error::custom(format!("expected a non-negative number of seconds, got {n}"))),
         },
         Some(Value::String(s)) => parse_duration(&s).map(Some).map_err(de::Error::custom),
-        Some(other) => Err(de::Error::custom(format!(
-            "expected seconds or a duration like \"30s\", got {other:?}"
-        ))),
+        Some(other) => Err(de::Error::custom(format!("expected seconds or a duration like \"30s\", got {other:?}"))),
     }
 }
 
@@ -255,6 +239,5 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             return Ok(Duration::from_secs_f64(secs));
         }
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("expected seconds or a duration like \"30s\", got {s:?} ({e})"))
+    humantime::parse_duration(s).map_err(|e| format!("expected seconds or a duration like \"30s\", got {s:?} ({e})"))
 }

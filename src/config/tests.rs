@@ -30,20 +30,11 @@ fn keys_come_from_the_config_the_provider_variable_or_nowhere() {
     )
     .unwrap();
     use secrecy::ExposeSecret;
-    assert_eq!(
-        cfg.deployments[0].api_key.as_ref().unwrap().expose_secret(),
-        "sk-from-env"
-    );
+    assert_eq!(cfg.deployments[0].api_key.as_ref().unwrap().expose_secret(), "sk-from-env");
     assert_eq!(cfg.deployments[0].api_base, "https://api.openai.com/v1");
-    assert_eq!(
-        cfg.deployments[1].api_base,
-        "https://api.groq.com/openai/v1"
-    );
+    assert_eq!(cfg.deployments[1].api_base, "https://api.groq.com/openai/v1");
     assert_eq!(cfg.deployments[1].upstream_model, "llama");
-    assert_eq!(
-        cfg.general.master_key.as_ref().unwrap().expose_secret(),
-        "sk-master-env"
-    );
+    assert_eq!(cfg.general.master_key.as_ref().unwrap().expose_secret(), "sk-master-env");
 }
 
 #[test]
@@ -52,26 +43,15 @@ fn unimplemented_keys_are_warned_about_once_each() {
         "model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o, temperature: 0.2}}\n  - {model_name: b, litellm_params: {model: gpt-4o, temperature: 0.5}}\nlitellm_settings: {callbacks: [x]}\nmystery_section: {}\n",
     )
     .unwrap();
-    let temperature = cfg
-        .warnings
-        .iter()
-        .filter(|w| w.contains("litellm_params.temperature"))
-        .count();
+    let temperature = cfg.warnings.iter().filter(|w| w.contains("litellm_params.temperature")).count();
     assert_eq!(temperature, 1, "{:?}", cfg.warnings);
-    assert!(cfg
-        .warnings
-        .iter()
-        .any(|w| w.starts_with("litellm_settings.callbacks")));
-    assert!(cfg
-        .warnings
-        .iter()
-        .any(|w| w.starts_with("mystery_section")));
+    assert!(cfg.warnings.iter().any(|w| w.starts_with("litellm_settings.callbacks")));
+    assert!(cfg.warnings.iter().any(|w| w.starts_with("mystery_section")));
 }
 
 #[test]
 fn durations_accept_seconds_and_humantime() {
-    let cfg = load("router_settings: {timeout: 2.5, cooldown_time: \"1m\", retry_after: \"3\"}\n")
-        .unwrap();
+    let cfg = load("router_settings: {timeout: 2.5, cooldown_time: \"1m\", retry_after: \"3\"}\n").unwrap();
     assert_eq!(cfg.router.timeout, Duration::from_millis(2500));
     assert_eq!(cfg.router.cooldown_time, Duration::from_secs(60));
     assert_eq!(cfg.router.retry_after, Duration::from_secs(3));
@@ -79,22 +59,20 @@ fn durations_accept_seconds_and_humantime() {
 
 #[test]
 fn errors_name_the_field_path() {
+    assert!(error_of("model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o, tpm: -3}}\n")
+        .starts_with("model_list[0].litellm_params.tpm"));
     assert!(error_of(
-        "model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o, tpm: -3}}\n"
+        "model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o}, model_info: {mode: chatty}}\n"
     )
-    .starts_with("model_list[0].litellm_params.tpm"));
-    assert!(error_of("model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o}, model_info: {mode: chatty}}\n").starts_with("model_list[0].model_info.mode"));
-    assert!(error_of(
-        "model_list:\n  - {model_name: a, litellm_params: {model: hosted_vllm/llama}}\n"
-    )
-    .starts_with("model_list[0].litellm_params.api_base"));
+    .starts_with("model_list[0].model_info.mode"));
+    assert!(error_of("model_list:\n  - {model_name: a, litellm_params: {model: hosted_vllm/llama}}\n")
+        .starts_with("model_list[0].litellm_params.api_base"));
     assert!(error_of("model_list:\n  - {model_name: a}\n").contains("litellm_params"));
-    assert!(error_of("general_settings: {max_request_size_mb: 0}\n")
-        .starts_with("general_settings.max_request_size_mb"));
     assert!(
-        error_of("router_settings: {model_group_alias: {x: missing}}\n")
-            .starts_with("router_settings.model_group_alias.x")
+        error_of("general_settings: {max_request_size_mb: 0}\n").starts_with("general_settings.max_request_size_mb")
     );
+    assert!(error_of("router_settings: {model_group_alias: {x: missing}}\n")
+        .starts_with("router_settings.model_group_alias.x"));
 }
 
 #[test]
@@ -123,8 +101,5 @@ fn deployment_ids_are_stable_and_unique() {
 fn the_quickstart_config_loads_without_warnings() {
     let cfg = load(include_str!("../../config/quickstart.yaml")).unwrap();
     assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
-    assert_eq!(
-        cfg.model_groups(),
-        ["gpt-4o-mini", "local-mock", "text-embedding-3-small"]
-    );
+    assert_eq!(cfg.model_groups(), ["gpt-4o-mini", "local-mock", "text-embedding-3-small"]);
 }

@@ -83,10 +83,7 @@ struct RollingMinute {
 
 impl RollingMinute {
     fn new(start: Instant) -> Self {
-        Self {
-            start,
-            buckets: [(u64::MAX, 0, 0); 60],
-        }
+        Self { start, buckets: [(u64::MAX, 0, 0); 60] }
     }
 
     fn second(&self, now: Instant) -> u64 {
@@ -131,10 +128,7 @@ impl Window {
     }
 
     fn average(&self, now: Instant, ttl: Duration) -> Option<f64> {
-        let fresh = self
-            .values
-            .iter()
-            .filter(|(at, _)| now.saturating_duration_since(*at) <= ttl);
+        let fresh = self.values.iter().filter(|(at, _)| now.saturating_duration_since(*at) <= ttl);
         let (sum, n) = fresh.fold((0.0, 0usize), |(s, n), (_, v)| (s + v, n + 1));
         (n > 0).then(|| sum / n as f64)
     }
@@ -165,46 +159,29 @@ impl Health {
 
     pub fn record(&mut self, now: Instant, outcome: &Outcome, policy: &HealthPolicy) -> Transition {
         match outcome {
-            Outcome::Success {
-                latency,
-                ttft,
-                completion_tokens,
-            } => {
+            Outcome::Success { latency, ttft, completion_tokens } => {
                 self.minute.add(now, true);
                 let secs = latency.as_secs_f64();
-                let per_token = if *completion_tokens > 0 {
-                    secs / *completion_tokens as f64
-                } else {
-                    secs
-                };
+                let per_token = if *completion_tokens > 0 { secs / *completion_tokens as f64 } else { secs };
                 self.latency.push(now, per_token, policy.latency_window);
                 if let Some(t) = ttft {
                     self.ttft.push(now, t.as_secs_f64(), policy.latency_window);
                 }
                 Transition::None
             }
-            Outcome::Failure {
-                class,
-                may_cool_down,
-                rate_limited,
-                non_retryable,
-                timeout,
-                retry_after,
-            } => {
+            Outcome::Failure { class, may_cool_down, rate_limited, non_retryable, timeout, retry_after } => {
                 self.minute.add(now, false);
                 if *timeout {
-                    self.latency
-                        .push(now, TIMEOUT_PENALTY_SECS, policy.latency_window);
+                    self.latency.push(now, TIMEOUT_PENALTY_SECS, policy.latency_window);
                 }
                 if !*may_cool_down || policy.disable_cooldowns {
                     return Transition::None;
                 }
-                let cool =
-                    if policy.allowed_fails.is_some() || !policy.allowed_fails_policy.is_empty() {
-                        self.exceeds_allowed_fails(now, *class, policy)
-                    } else {
-                        self.default_rule(now, *rate_limited, *non_retryable, policy.group_size)
-                    };
+                let cool = if policy.allowed_fails.is_some() || !policy.allowed_fails_policy.is_empty() {
+                    self.exceeds_allowed_fails(now, *class, policy)
+                } else {
+                    self.default_rule(now, *rate_limited, *non_retryable, policy.group_size)
+                };
                 if !cool {
                     return Transition::None;
                 }
@@ -227,37 +204,20 @@ impl Health {
     }
 
     /// LiteLLM's rule when no `allowed_fails` is configured.
-    fn default_rule(
-        &self,
-        now: Instant,
-        rate_limited: bool,
-        non_retryable: bool,
-        group_size: usize,
-    ) -> bool {
+    fn default_rule(&self, now: Instant, rate_limited: bool, non_retryable: bool, group_size: usize) -> bool {
         let (ok, fail) = self.minute.totals(now);
         let total = ok + fail;
-        let failure_rate = if total == 0 {
-            0.0
-        } else {
-            fail as f64 / total as f64
-        };
+        let failure_rate = if total == 0 { 0.0 } else { fail as f64 / total as f64 };
         let shared_group = group_size > 1;
         (rate_limited && shared_group)
             || (failure_rate >= 1.0 && total >= SINGLE_DEPLOYMENT_MIN_REQUESTS)
-            || (failure_rate > FAILURE_THRESHOLD_PERCENT
-                && total >= FAILURE_THRESHOLD_MIN_REQUESTS
-                && shared_group)
+            || (failure_rate > FAILURE_THRESHOLD_PERCENT && total >= FAILURE_THRESHOLD_MIN_REQUESTS && shared_group)
             || non_retryable
     }
 
     /// Cool down when failures within `cooldown_time` exceed what is allowed (per class when
     /// `allowed_fails_policy` names the class).
-    fn exceeds_allowed_fails(
-        &mut self,
-        now: Instant,
-        class: ErrorClass,
-        policy: &HealthPolicy,
-    ) -> bool {
+    fn exceeds_allowed_fails(&mut self, now: Instant, class: ErrorClass, policy: &HealthPolicy) -> bool {
         while let Some((at, _)) = self.recent_failures.front() {
             if now.saturating_duration_since(*at) > policy.cooldown_time {
                 self.recent_failures.pop_front();
@@ -271,11 +231,7 @@ impl Health {
         }
         match policy.allowed_fails_policy.get(class) {
             Some(allowed) => {
-                self.recent_failures
-                    .iter()
-                    .filter(|(_, c)| *c == class)
-                    .count() as u64
-                    > u64::from(allowed)
+                self.recent_failures.iter().filter(|(_, c)| *c == class).count() as u64 > u64::from(allowed)
             }
             None => match policy.allowed_fails {
                 Some(allowed) => self.recent_failures.len() as u64 > u64::from(allowed),
@@ -373,11 +329,7 @@ mod tests {
     }
 
     fn success() -> Outcome {
-        Outcome::Success {
-            latency: Duration::from_millis(100),
-            ttft: None,
-            completion_tokens: 10,
-        }
+        Outcome::Success { latency: Duration::from_millis(100), ttft: None, completion_tokens: 10 }
     }
 
     #[tokio::test(start_paused = true)]
@@ -386,15 +338,10 @@ mod tests {
         let mut shared = Health::new(now);
         assert_eq!(
             shared.record(now, &failure(429), &policy(2)),
-            Transition::CooldownEntered {
-                until: now + Duration::from_secs(5)
-            }
+            Transition::CooldownEntered { until: now + Duration::from_secs(5) }
         );
         let mut lone = Health::new(now);
-        assert_eq!(
-            lone.record(now, &failure(429), &policy(1)),
-            Transition::None
-        );
+        assert_eq!(lone.record(now, &failure(429), &policy(1)), Transition::None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -411,9 +358,7 @@ mod tests {
             retry_after: Some(Duration::from_secs(2)),
         };
         h.record(start, &with_retry_after, &p);
-        assert!(h
-            .snapshot(Instant::now(), &p)
-            .is_cooling_down(Instant::now()));
+        assert!(h.snapshot(Instant::now(), &p).is_cooling_down(Instant::now()));
         tokio::time::advance(Duration::from_millis(1999)).await;
         assert_eq!(h.snapshot(Instant::now(), &p).state, State::Outage);
         tokio::time::advance(Duration::from_millis(2)).await;
@@ -434,9 +379,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(
             h.record(now, &failure(429), &p),
-            Transition::CooldownExtended {
-                until: now + Duration::from_secs(5)
-            }
+            Transition::CooldownExtended { until: now + Duration::from_secs(5) }
         );
     }
 
@@ -451,10 +394,7 @@ mod tests {
             assert_eq!(h.record(now, &failure(500), &p), Transition::None);
         }
         // 5 requests, 3 failures: 60% > 50%.
-        assert!(matches!(
-            h.record(now, &failure(500), &p),
-            Transition::CooldownEntered { .. }
-        ));
+        assert!(matches!(h.record(now, &failure(500), &p), Transition::CooldownEntered { .. }));
     }
 
     #[tokio::test(start_paused = true)]
@@ -463,52 +403,30 @@ mod tests {
         let mut h = Health::new(now);
         let p = policy(1);
         for i in 0..999 {
-            assert_eq!(
-                h.record(now, &failure(500), &p),
-                Transition::None,
-                "failure {i}"
-            );
+            assert_eq!(h.record(now, &failure(500), &p), Transition::None, "failure {i}");
         }
-        assert!(matches!(
-            h.record(now, &failure(500), &p),
-            Transition::CooldownEntered { .. }
-        ));
+        assert!(matches!(h.record(now, &failure(500), &p), Transition::CooldownEntered { .. }));
     }
 
     #[tokio::test(start_paused = true)]
     async fn non_retryable_errors_cool_down_at_once() {
         let now = Instant::now();
         let mut h = Health::new(now);
-        assert!(matches!(
-            h.record(now, &failure(401), &policy(1)),
-            Transition::CooldownEntered { .. }
-        ));
+        assert!(matches!(h.record(now, &failure(401), &policy(1)), Transition::CooldownEntered { .. }));
     }
 
     #[tokio::test(start_paused = true)]
     async fn allowed_fails_counts_failures_within_cooldown_time() {
         let start = Instant::now();
         let mut h = Health::new(start);
-        let p = HealthPolicy {
-            allowed_fails: Some(2),
-            ..policy(1)
-        };
+        let p = HealthPolicy { allowed_fails: Some(2), ..policy(1) };
         assert_eq!(h.record(start, &failure(500), &p), Transition::None);
         assert_eq!(h.record(start, &failure(500), &p), Transition::None);
         tokio::time::advance(Duration::from_secs(6)).await;
         // The first two are older than cooldown_time now.
-        assert_eq!(
-            h.record(Instant::now(), &failure(500), &p),
-            Transition::None
-        );
-        assert_eq!(
-            h.record(Instant::now(), &failure(500), &p),
-            Transition::None
-        );
-        assert!(matches!(
-            h.record(Instant::now(), &failure(500), &p),
-            Transition::CooldownEntered { .. }
-        ));
+        assert_eq!(h.record(Instant::now(), &failure(500), &p), Transition::None);
+        assert_eq!(h.record(Instant::now(), &failure(500), &p), Transition::None);
+        assert!(matches!(h.record(Instant::now(), &failure(500), &p), Transition::CooldownEntered { .. }));
     }
 
     #[tokio::test(start_paused = true)]
@@ -517,34 +435,21 @@ mod tests {
         let mut h = Health::new(now);
         let mut afp = ClassMap::default();
         afp.set(ErrorClass::RateLimit, 3);
-        let p = HealthPolicy {
-            allowed_fails: Some(0),
-            allowed_fails_policy: afp,
-            ..policy(2)
-        };
+        let p = HealthPolicy { allowed_fails: Some(0), allowed_fails_policy: afp, ..policy(2) };
         for _ in 0..3 {
             assert_eq!(h.record(now, &failure(429), &p), Transition::None);
         }
-        assert!(matches!(
-            h.record(now, &failure(429), &p),
-            Transition::CooldownEntered { .. }
-        ));
+        assert!(matches!(h.record(now, &failure(429), &p), Transition::CooldownEntered { .. }));
         // A class the policy does not name falls back to allowed_fails (0).
         let mut h = Health::new(now);
-        assert!(matches!(
-            h.record(now, &failure(500), &p),
-            Transition::CooldownEntered { .. }
-        ));
+        assert!(matches!(h.record(now, &failure(500), &p), Transition::CooldownEntered { .. }));
     }
 
     #[tokio::test(start_paused = true)]
     async fn disable_cooldowns_and_caller_errors_never_cool_down() {
         let now = Instant::now();
         let mut h = Health::new(now);
-        let p = HealthPolicy {
-            disable_cooldowns: true,
-            ..policy(2)
-        };
+        let p = HealthPolicy { disable_cooldowns: true, ..policy(2) };
         assert_eq!(h.record(now, &failure(429), &p), Transition::None);
         let bad_request = Outcome::Failure {
             class: ErrorClass::BadRequest,
@@ -565,11 +470,7 @@ mod tests {
         for ms in [1000, 2000, 3000, 4000] {
             h.record(
                 now,
-                &Outcome::Success {
-                    latency: Duration::from_millis(ms),
-                    ttft: None,
-                    completion_tokens: 10,
-                },
+                &Outcome::Success { latency: Duration::from_millis(ms), ttft: None, completion_tokens: 10 },
                 &p,
             );
         }
@@ -592,10 +493,7 @@ mod tests {
     async fn latency_entries_expire_after_the_ttl() {
         let now = Instant::now();
         let mut h = Health::new(now);
-        let p = HealthPolicy {
-            latency_ttl: Duration::from_secs(10),
-            ..policy(1)
-        };
+        let p = HealthPolicy { latency_ttl: Duration::from_secs(10), ..policy(1) };
         h.record(now, &success(), &p);
         assert!(h.snapshot(now, &p).latency.is_some());
         tokio::time::advance(Duration::from_secs(11)).await;

@@ -102,8 +102,7 @@ impl Handler<Stop> for Deployment {
 impl Deployment {
     fn publish(&mut self) {
         let snapshot = self.health.snapshot(Instant::now(), &self.policy);
-        self.metrics
-            .deployment_state(self.handle.config(), snapshot.state);
+        self.metrics.deployment_state(self.handle.config(), snapshot.state);
         self.handle.inner.health.store(Arc::new(snapshot));
     }
 
@@ -133,12 +132,7 @@ impl Deployment {
                 metrics: metrics.clone(),
             }),
         };
-        let actor = Deployment {
-            handle: handle.clone(),
-            health: Health::new(Instant::now()),
-            policy,
-            metrics,
-        };
+        let actor = Deployment { handle: handle.clone(), health: Health::new(Instant::now()), policy, metrics };
         ctx.run(actor);
         handle
     }
@@ -153,21 +147,13 @@ struct MinuteUsage {
 }
 
 fn utc_minute() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() / 60)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 60).unwrap_or(0)
 }
 
 impl MinuteUsage {
     fn roll(&self, minute: u64) {
         let seen = self.minute.load(Ordering::Relaxed);
-        if seen != minute
-            && self
-                .minute
-                .compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
+        if seen != minute && self.minute.compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
             self.requests.store(0, Ordering::Relaxed);
             self.tokens.store(0, Ordering::Relaxed);
         }
@@ -187,10 +173,7 @@ impl MinuteUsage {
         if self.minute.load(Ordering::Relaxed) != utc_minute() {
             return (0, 0);
         }
-        (
-            self.requests.load(Ordering::Relaxed),
-            self.tokens.load(Ordering::Relaxed),
-        )
+        (self.requests.load(Ordering::Relaxed), self.tokens.load(Ordering::Relaxed))
     }
 }
 
@@ -246,27 +229,19 @@ impl DeploymentHandle {
 
     /// Whether `max_parallel_requests` leaves room for one more call.
     pub fn has_capacity(&self) -> bool {
-        self.inner
-            .config
-            .max_parallel_requests
-            .is_none_or(|max| self.in_flight() < max)
+        self.inner.config.max_parallel_requests.is_none_or(|max| self.in_flight() < max)
     }
 
     /// Takes one request from the rpm limiter; false when this minute's budget is spent.
     pub fn try_admit(&self) -> bool {
-        self.inner
-            .rpm
-            .as_ref()
-            .is_none_or(|limiter| limiter.check().is_ok())
+        self.inner.rpm.as_ref().is_none_or(|limiter| limiter.check().is_ok())
     }
 
     /// Marks a call as started; the guard marks it finished when dropped.
     pub fn start_call(&self) -> InFlight {
         self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
         self.inner.usage.add(1, 0);
-        InFlight {
-            handle: self.clone(),
-        }
+        InFlight { handle: self.clone() }
     }
 
     pub fn add_tokens(&self, tokens: u64) {
@@ -275,15 +250,7 @@ impl DeploymentHandle {
 
     /// Hands an outcome to the actor; never waits. A full mailbox drops the report (counted).
     pub fn report(&self, outcome: Outcome) {
-        if self
-            .inner
-            .addr
-            .try_send(ReportOutcome {
-                outcome,
-                at: Instant::now(),
-            })
-            .is_err()
-        {
+        if self.inner.addr.try_send(ReportOutcome { outcome, at: Instant::now() }).is_err() {
             self.inner.metrics.health_report_dropped();
             tracing::debug!(deployment = %self.id(), "health report dropped: mailbox full");
         }

@@ -8,13 +8,7 @@ use super::Gateway;
 use crate::error::GatewayError;
 
 /// Headers carrying the key, in LiteLLM's order of preference.
-const KEY_HEADERS: &[&str] = &[
-    "authorization",
-    "x-litellm-api-key",
-    "api-key",
-    "x-api-key",
-    "x-goog-api-key",
-];
+const KEY_HEADERS: &[&str] = &["authorization", "x-litellm-api-key", "api-key", "x-api-key", "x-goog-api-key"];
 
 pub fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
@@ -24,11 +18,7 @@ pub fn hash(key: &str) -> [u8; 32] {
 fn presented_key(req: &HttpRequest) -> Option<&str> {
     KEY_HEADERS.iter().find_map(|name| {
         let value = req.headers().get(*name)?.to_str().ok()?.trim();
-        let key = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .unwrap_or(value)
-            .trim();
+        let key = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim();
         (!key.is_empty()).then_some(key)
     })
 }
@@ -49,14 +39,7 @@ pub fn authorize(req: &HttpRequest, gw: &Gateway) -> Result<(), GatewayError> {
 
 /// `sk-...7sFA`: enough to recognise a key without revealing it.
 pub fn abbreviate(key: &str) -> String {
-    let tail: String = key
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
     let head: String = key.chars().take(3).collect();
     format!("{head}...{tail}")
 }
@@ -75,15 +58,10 @@ mod tests {
             ("x-litellm-api-key", "Bearer sk-1"),
             ("x-goog-api-key", "sk-1"),
         ] {
-            let req = TestRequest::default()
-                .insert_header((name, value))
-                .to_http_request();
+            let req = TestRequest::default().insert_header((name, value)).to_http_request();
             assert_eq!(presented_key(&req), Some("sk-1"), "{name}");
         }
-        assert_eq!(
-            presented_key(&TestRequest::default().to_http_request()),
-            None
-        );
+        assert_eq!(presented_key(&TestRequest::default().to_http_request()), None);
     }
 
     #[test]

@@ -24,17 +24,12 @@ pub async fn readiness(gw: web::Data<Gateway>) -> HttpResponse {
 }
 
 pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(gw.metrics.render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(gw.metrics.render())
 }
 
 /// Every deployment's health (LiteLLM's shape): the latest background check when
 /// `background_health_checks` is on, else a one-token request to each deployment now.
-pub async fn health(
-    req: HttpRequest,
-    gw: web::Data<Gateway>,
-) -> Result<HttpResponse, GatewayError> {
+pub async fn health(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     auth::authorize(&req, &gw)?;
     let report = match gw.router.last_health() {
         Some(report) => report,

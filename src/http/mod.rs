@@ -49,32 +49,14 @@ impl Gateway {
 /// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for prefix in ["", "/v1"] {
-        cfg.route(
-            &format!("{prefix}/chat/completions"),
-            web::post().to(proxy::chat_completions),
-        )
-        .route(
-            &format!("{prefix}/completions"),
-            web::post().to(proxy::completions),
-        )
-        .route(
-            &format!("{prefix}/embeddings"),
-            web::post().to(proxy::embeddings),
-        )
-        .route(&format!("{prefix}/models"), web::get().to(models::list))
-        .route(
-            &format!("{prefix}/model/info"),
-            web::get().to(models::model_info),
-        )
-        .route(
-            &format!("{prefix}/model_group/info"),
-            web::get().to(models::model_group_info),
-        );
+        cfg.route(&format!("{prefix}/chat/completions"), web::post().to(proxy::chat_completions))
+            .route(&format!("{prefix}/completions"), web::post().to(proxy::completions))
+            .route(&format!("{prefix}/embeddings"), web::post().to(proxy::embeddings))
+            .route(&format!("{prefix}/models"), web::get().to(models::list))
+            .route(&format!("{prefix}/model/info"), web::get().to(models::model_info))
+            .route(&format!("{prefix}/model_group/info"), web::get().to(models::model_group_info));
         // OpenAI's engine-style path, which some clients still use.
-        cfg.route(
-            &format!("{prefix}/engines/{{model}}/chat/completions"),
-            web::post().to(proxy::chat_completions),
-        );
+        cfg.route(&format!("{prefix}/engines/{{model}}/chat/completions"), web::post().to(proxy::chat_completions));
     }
     cfg.route("/health/liveliness", web::get().to(health::liveliness))
         .route("/health/liveness", web::get().to(health::liveliness))
@@ -86,19 +68,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Unknown paths and methods get the OpenAI error body too.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    GatewayError::NotFound(format!(
-        "{} {} is not an endpoint of this gateway",
-        req.method(),
-        req.path()
-    ))
-    .error_response()
+    GatewayError::NotFound(format!("{} {} is not an endpoint of this gateway", req.method(), req.path()))
+        .error_response()
 }
 
 /// Reads a request body, refusing more than `limit` bytes with 413 before buffering it all.
-pub async fn read_body(
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<bytes::Bytes, GatewayError> {
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, GatewayError> {
     let limit_mb = (limit as u64).div_ceil(1024 * 1024);
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {

@@ -11,11 +11,7 @@ use crate::error::GatewayError;
 pub async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     auth::authorize(&req, &gw)?;
     let table = gw.router.table();
-    let created = gw
-        .started_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let created = gw.started_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut names: Vec<&str> = table.group_names().iter().map(String::as_str).collect();
     let mut aliases: Vec<&str> = table.visible_aliases().collect();
     aliases.sort_unstable();
@@ -28,10 +24,7 @@ pub async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpRespon
 }
 
 /// Every deployment, keys left out.
-pub async fn model_info(
-    req: HttpRequest,
-    gw: web::Data<Gateway>,
-) -> Result<HttpResponse, GatewayError> {
+pub async fn model_info(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     auth::authorize(&req, &gw)?;
     let table = gw.router.table();
     let data: Vec<Value> = table.deployments().map(deployment_info).collect();
@@ -74,10 +67,7 @@ fn deployment_info(d: &DeploymentHandle) -> Value {
 }
 
 /// One entry per model group, aggregated over its deployments (LiteLLM's shape).
-pub async fn model_group_info(
-    req: HttpRequest,
-    gw: web::Data<Gateway>,
-) -> Result<HttpResponse, GatewayError> {
+pub async fn model_group_info(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     auth::authorize(&req, &gw)?;
     let table = gw.router.table();
     let data: Vec<Value> = table
@@ -88,14 +78,11 @@ pub async fn model_group_info(
             let mut providers: Vec<&str> = ds.iter().map(|d| d.config().provider.name).collect();
             providers.sort_unstable();
             providers.dedup();
-            let sum = |f: fn(&DeploymentHandle) -> Option<u64>| {
-                ds.iter().map(f).try_fold(0u64, |acc, v| v.map(|v| acc + v))
-            };
+            let sum =
+                |f: fn(&DeploymentHandle) -> Option<u64>| ds.iter().map(f).try_fold(0u64, |acc, v| v.map(|v| acc + v));
             let max_of = |f: fn(&DeploymentHandle) -> Option<u64>| ds.iter().filter_map(f).max();
             let min_price = |f: fn(&DeploymentHandle) -> Option<f64>| {
-                ds.iter()
-                    .filter_map(f)
-                    .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))))
+                ds.iter().filter_map(f).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))))
             };
             json!({
                 "model_group": name,

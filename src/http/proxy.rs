@@ -18,27 +18,15 @@ use crate::openai::{estimate_tokens, prompt_len, TokenUsage};
 use crate::providers::Endpoint;
 use crate::router::{CallRequest, Dispatched, Failed, Reply};
 
-pub async fn chat_completions(
-    req: HttpRequest,
-    payload: web::Payload,
-    gw: web::Data<Gateway>,
-) -> HttpResponse {
+pub async fn chat_completions(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
     proxy(req, payload, gw, Endpoint::ChatCompletions).await
 }
 
-pub async fn completions(
-    req: HttpRequest,
-    payload: web::Payload,
-    gw: web::Data<Gateway>,
-) -> HttpResponse {
+pub async fn completions(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
     proxy(req, payload, gw, Endpoint::Completions).await
 }
 
-pub async fn embeddings(
-    req: HttpRequest,
-    payload: web::Payload,
-    gw: web::Data<Gateway>,
-) -> HttpResponse {
+pub async fn embeddings(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
     proxy(req, payload, gw, Endpoint::Embeddings).await
 }
 
@@ -60,12 +48,7 @@ struct Trace {
     group: Option<String>,
 }
 
-async fn proxy(
-    req: HttpRequest,
-    payload: web::Payload,
-    gw: web::Data<Gateway>,
-    endpoint: Endpoint,
-) -> HttpResponse {
+async fn proxy(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>, endpoint: Endpoint) -> HttpResponse {
     let mut trace = Trace {
         call_id: uuid::Uuid::new_v4().to_string(),
         started: Instant::now(),
@@ -94,16 +77,8 @@ async fn admit(
     let bytes = read_body(payload, gw.max_request_size).await?;
     let mut body: Map<String, Value> = match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => map,
-        Ok(_) => {
-            return Err(GatewayError::BadRequest(
-                "Request body must be a JSON object".into(),
-            ))
-        }
-        Err(e) => {
-            return Err(GatewayError::BadRequest(format!(
-                "Invalid JSON in request body: {e}"
-            )))
-        }
+        Ok(_) => return Err(GatewayError::BadRequest("Request body must be a JSON object".into())),
+        Err(e) => return Err(GatewayError::BadRequest(format!("Invalid JSON in request body: {e}"))),
     };
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
@@ -157,9 +132,7 @@ async fn admit(
         };
         match (*key, value) {
             ("mock_response", Value::String(s)) => mock_response = Some(s),
-            ("mock_testing_fallbacks", Value::Bool(true)) => {
-                mock_failure = Some(ErrorClass::InternalServer)
-            }
+            ("mock_testing_fallbacks", Value::Bool(true)) => mock_failure = Some(ErrorClass::InternalServer),
             ("mock_testing_context_fallbacks", Value::Bool(true)) => {
                 mock_failure = Some(ErrorClass::ContextWindowExceeded)
             }
@@ -167,19 +140,14 @@ async fn admit(
                 mock_failure = Some(ErrorClass::ContentPolicyViolation)
             }
             ("timeout", Value::Number(n)) => {
-                timeout = n
-                    .as_f64()
-                    .filter(|s| *s > 0.0 && s.is_finite())
-                    .map(Duration::from_secs_f64)
+                timeout = n.as_f64().filter(|s| *s > 0.0 && s.is_finite()).map(Duration::from_secs_f64)
             }
             ("timeout", Value::String(s)) => timeout = crate::config::parse_duration(&s).ok(),
             _ => {}
         }
     }
     let table = gw.router.table();
-    let group = table
-        .resolve(&model)
-        .ok_or_else(|| GatewayError::BadRequest(crate::router::invalid_model(&model)))?;
+    let group = table.resolve(&model).ok_or_else(|| GatewayError::BadRequest(crate::router::invalid_model(&model)))?;
     trace.group = Some(group.to_string());
     let mut overrides = Vec::new();
     if stream {
@@ -205,18 +173,11 @@ async fn admit(
 }
 
 fn missing(field: &str) -> GatewayError {
-    GatewayError::InvalidParam {
-        message: format!("Missing required parameter: `{field}`"),
-        param: field.into(),
-    }
+    GatewayError::InvalidParam { message: format!("Missing required parameter: `{field}`"), param: field.into() }
 }
 
 fn client_wants_usage(call: &CallRequest) -> bool {
-    call.body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
+    call.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false)
 }
 
 fn answer(gw: &Gateway, trace: &Trace, call: &CallRequest, served: Dispatched) -> HttpResponse {
@@ -234,10 +195,9 @@ fn answer(gw: &Gateway, trace: &Trace, call: &CallRequest, served: Dispatched) -
     let mut builder = HttpResponse::Ok();
     for (name, value) in &upstream_headers {
         if let Some(echoed) = echoed_header(name.as_str()) {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(echoed.as_bytes()),
-                HeaderValue::from_bytes(value.as_bytes()),
-            ) {
+            if let (Ok(n), Ok(v)) =
+                (HeaderName::from_bytes(echoed.as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
+            {
                 builder.insert_header((n, v));
             }
         }
@@ -268,19 +228,14 @@ fn answer(gw: &Gateway, trace: &Trace, call: &CallRequest, served: Dispatched) -
                 total,
                 upstream_time,
             );
-            builder
-                .insert_header((CONTENT_TYPE, "application/json"))
-                .body(body)
+            builder.insert_header((CONTENT_TYPE, "application/json")).body(body)
         }
         Reply::Stream(upstream) => {
             headers.apply(&mut builder, None);
             let metrics = gw.metrics.clone();
             let requested = trace.requested_model.clone();
             let started = trace.started;
-            let idle = call
-                .timeout
-                .or(deployment.config().stream_timeout)
-                .or(gw.router.settings().stream_timeout);
+            let idle = call.timeout.or(deployment.config().stream_timeout).or(gw.router.settings().stream_timeout);
             let on_end = move |summary: StreamSummary| {
                 stream_ended(
                     &metrics,
@@ -320,9 +275,7 @@ fn stream_ended(
     drop(in_flight);
     let latency = upstream_started.elapsed();
     let usage = summary.usage.unwrap_or_default();
-    let ttft = summary
-        .first_chunk_at
-        .map(|t| t.saturating_duration_since(upstream_started));
+    let ttft = summary.first_chunk_at.map(|t| t.saturating_duration_since(upstream_started));
     if let Some(t) = ttft {
         metrics.time_to_first_token(group, t.as_secs_f64());
     }
@@ -334,17 +287,8 @@ fn stream_ended(
             failure.status()
         }
         None => {
-            d.report(Outcome::Success {
-                latency,
-                ttft,
-                completion_tokens: usage.completion_tokens,
-            });
-            metrics.upstream_success(
-                d.config(),
-                requested,
-                latency.as_secs_f64(),
-                usage.completion_tokens,
-            );
+            d.report(Outcome::Success { latency, ttft, completion_tokens: usage.completion_tokens });
+            metrics.upstream_success(d.config(), requested, latency.as_secs_f64(), usage.completion_tokens);
             200
         }
     };
@@ -365,13 +309,7 @@ fn stream_ended(
 }
 
 fn failure(gw: &Gateway, trace: &Trace, failed: Failed) -> HttpResponse {
-    let Failed {
-        error,
-        retries,
-        fallbacks,
-        last_deployment,
-        upstream_time,
-    } = failed;
+    let Failed { error, retries, fallbacks, last_deployment, upstream_time } = failed;
     let total = trace.started.elapsed();
     tracing::warn!(call_id = %trace.call_id, model = %trace.requested_model, status = error.status_code().as_u16(), error = %error, "request failed");
     record(
@@ -418,10 +356,7 @@ fn rejected(metrics: &Metrics, trace: &Trace, err: &GatewayError) -> HttpRespons
         );
     }
     let mut resp = err.error_response();
-    resp.headers_mut().insert(
-        HeaderName::from_static("x-litellm-call-id"),
-        header_value(&trace.call_id),
-    );
+    resp.headers_mut().insert(HeaderName::from_static("x-litellm-call-id"), header_value(&trace.call_id));
     resp
 }
 
@@ -466,40 +401,19 @@ impl Headers<'_> {
     fn pairs(&self, cost: Option<f64>) -> Vec<(&'static str, HeaderValue)> {
         let mut out = vec![
             ("x-litellm-call-id", header_value(&self.trace.call_id)),
-            (
-                "x-litellm-version",
-                HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
-            ),
-            (
-                "x-litellm-response-duration-ms",
-                header_value(&ms(self.total)),
-            ),
-            (
-                "x-litellm-overhead-duration-ms",
-                header_value(&ms(self.total.saturating_sub(self.upstream))),
-            ),
-            (
-                "x-litellm-attempted-retries",
-                header_value(&self.retries.to_string()),
-            ),
-            (
-                "x-litellm-attempted-fallbacks",
-                header_value(&self.fallbacks.to_string()),
-            ),
-            (
-                "x-litellm-max-fallbacks",
-                header_value(&self.max_fallbacks.to_string()),
-            ),
+            ("x-litellm-version", HeaderValue::from_static(env!("CARGO_PKG_VERSION"))),
+            ("x-litellm-response-duration-ms", header_value(&ms(self.total))),
+            ("x-litellm-overhead-duration-ms", header_value(&ms(self.total.saturating_sub(self.upstream)))),
+            ("x-litellm-attempted-retries", header_value(&self.retries.to_string())),
+            ("x-litellm-attempted-fallbacks", header_value(&self.fallbacks.to_string())),
+            ("x-litellm-max-fallbacks", header_value(&self.max_fallbacks.to_string())),
         ];
         if let Some(group) = self.group {
             out.push(("x-litellm-model-group", header_value(group)));
         }
         if let Some(d) = self.deployment {
             out.push(("x-litellm-model-id", header_value(d.id())));
-            out.push((
-                "x-litellm-model-api-base",
-                header_value(&d.config().api_base),
-            ));
+            out.push(("x-litellm-model-api-base", header_value(&d.config().api_base)));
         }
         if let Some(cost) = cost {
             out.push(("x-litellm-response-cost", header_value(&cost.to_string())));

@@ -116,14 +116,9 @@ impl Relay {
 
     /// Ends the stream with an OpenAI error event.
     fn fail(&mut self, failure: UpstreamFailure) {
-        let body = error_body(
-            &failure.message,
-            crate::error::type_for_status(failure.status()),
-            None,
-            failure.status(),
-        );
-        self.out
-            .push_back(sse::data_event(body.to_string().as_bytes()));
+        let body =
+            error_body(&failure.message, crate::error::type_for_status(failure.status()), None, failure.status());
+        self.out.push_back(sse::data_event(body.to_string().as_bytes()));
         self.summary.error = Some(failure);
         self.ended = true;
     }
@@ -228,35 +223,25 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn upstream(parts: &[&'static str]) -> BoxStream<'static, Result<Bytes, reqwest::Error>> {
-        let parts: Vec<_> = parts
-            .iter()
-            .map(|p| Ok(Bytes::from_static(p.as_bytes())))
-            .collect();
+        let parts: Vec<_> = parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect();
         futures_util::stream::iter(parts).boxed()
     }
 
     async fn run(parts: &[&'static str], strip_usage: bool) -> (String, StreamSummary) {
         let seen = Arc::new(Mutex::new(None));
         let sink = seen.clone();
-        let relay = Relay::new(
-            upstream(parts),
-            strip_usage,
-            None,
-            Box::new(move |s| *sink.lock().unwrap() = Some(s)),
-        );
+        let relay = Relay::new(upstream(parts), strip_usage, None, Box::new(move |s| *sink.lock().unwrap() = Some(s)));
         let chunks: Vec<_> = relay.collect().await;
-        let text: String = chunks
-            .into_iter()
-            .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
-            .collect();
+        let text: String = chunks.into_iter().map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap()).collect();
         let summary = seen.lock().unwrap().take().unwrap();
         (text, summary)
     }
 
-    const CHUNK: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}],\"usage\":null}\n\n";
-    const FINISH: &str =
-        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n";
-    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n";
+    const CHUNK: &str =
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}],\"usage\":null}\n\n";
+    const FINISH: &str = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n";
+    const USAGE: &str =
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n";
 
     #[tokio::test]
     async fn strips_the_usage_chunk_but_still_learns_the_usage() {
@@ -287,12 +272,7 @@ mod tests {
         let pending = futures_util::stream::iter([Ok(Bytes::from_static(CHUNK.as_bytes()))])
             .chain(futures_util::stream::pending())
             .boxed();
-        let mut relay = Relay::new(
-            pending,
-            true,
-            None,
-            Box::new(move |s| *sink.lock().unwrap() = Some(s)),
-        );
+        let mut relay = Relay::new(pending, true, None, Box::new(move |s| *sink.lock().unwrap() = Some(s)));
         assert!(relay.next().await.is_some());
         drop(relay);
         let summary = seen.lock().unwrap().take().unwrap();
@@ -307,32 +287,19 @@ mod tests {
         let stalled = futures_util::stream::iter([Ok(Bytes::from_static(CHUNK.as_bytes()))])
             .chain(futures_util::stream::pending())
             .boxed();
-        let relay = Relay::new(
-            stalled,
-            true,
-            Some(Duration::from_secs(2)),
-            Box::new(move |s| *sink.lock().unwrap() = Some(s)),
-        );
+        let relay =
+            Relay::new(stalled, true, Some(Duration::from_secs(2)), Box::new(move |s| *sink.lock().unwrap() = Some(s)));
         let chunks: Vec<_> = relay.collect().await;
         let last = String::from_utf8(chunks.last().unwrap().as_ref().unwrap().to_vec()).unwrap();
         assert!(last.contains("\"code\":\"408\""), "{last}");
-        assert_eq!(
-            seen.lock().unwrap().take().unwrap().error.unwrap().kind,
-            FailureKind::Timeout
-        );
+        assert_eq!(seen.lock().unwrap().take().unwrap().error.unwrap().kind, FailureKind::Timeout);
     }
 
     #[test]
     fn finds_fields_by_value_type() {
         assert!(has_object_field(br#"{"usage": {"a":1}}"#, b"\"usage\""));
         assert!(!has_object_field(br#"{"usage":null}"#, b"\"usage\""));
-        assert!(has_string_field(
-            br#"{"x":{"finish_reason":"stop"}}"#,
-            b"\"finish_reason\""
-        ));
-        assert!(!has_string_field(
-            br#"{"finish_reason":null}"#,
-            b"\"finish_reason\""
-        ));
+        assert!(has_string_field(br#"{"x":{"finish_reason":"stop"}}"#, b"\"finish_reason\""));
+        assert!(!has_string_field(br#"{"finish_reason":null}"#, b"\"finish_reason\""));
     }
 }

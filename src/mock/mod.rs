@@ -73,35 +73,21 @@ impl MockUpstream {
 /// Starts the mock on `listener` in the current actix system (tests).
 pub fn start(listener: TcpListener, record: bool, workers: usize) -> std::io::Result<MockUpstream> {
     let addr = listener.local_addr()?;
-    let state = Arc::new(MockState {
-        record,
-        ..MockState::default()
-    });
+    let state = Arc::new(MockState { record, ..MockState::default() });
     let server = server(listener, state.clone(), workers)?;
     let handle = server.handle();
     actix_web::rt::spawn(server);
-    Ok(MockUpstream {
-        addr,
-        state,
-        handle,
-    })
+    Ok(MockUpstream { addr, state, handle })
 }
 
 /// The mock's HTTP server, to be awaited (the `mock-upstream` command).
-pub fn server(
-    listener: TcpListener,
-    state: Arc<MockState>,
-    workers: usize,
-) -> std::io::Result<Server> {
+pub fn server(listener: TcpListener, state: Arc<MockState>, workers: usize) -> std::io::Result<Server> {
     let data = web::Data::from(state);
     Ok(HttpServer::new(move || {
         let app = App::new().app_data(data.clone());
         ["", "/v1"].iter().fold(app, |app, prefix| {
             app.route(&format!("{prefix}/chat/completions"), web::post().to(chat))
-                .route(
-                    &format!("{prefix}/completions"),
-                    web::post().to(completions),
-                )
+                .route(&format!("{prefix}/completions"), web::post().to(completions))
                 .route(&format!("{prefix}/embeddings"), web::post().to(embeddings))
                 .route(&format!("{prefix}/models"), web::get().to(models))
         })
@@ -126,7 +112,9 @@ async fn embeddings(state: web::Data<MockState>, body: web::Json<Value>) -> Http
 }
 
 async fn models() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "switchyard"}]}))
+    HttpResponse::Ok().json(
+        json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "switchyard"}]}),
+    )
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -139,10 +127,7 @@ enum Kind {
 /// The number after `word-` in a model name: `slow-250ms` → 250.
 fn param(model: &str, word: &str) -> Option<u64> {
     let start = model.find(word)? + word.len();
-    let digits: String = model[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let digits: String = model[start..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 
@@ -150,11 +135,7 @@ fn text_words(v: &Value) -> u64 {
     match v {
         Value::String(s) => mock::word_count(s),
         Value::Array(items) => items.iter().map(text_words).sum(),
-        Value::Object(o) => o
-            .iter()
-            .filter(|(k, _)| *k == "content" || *k == "text")
-            .map(|(_, v)| text_words(v))
-            .sum(),
+        Value::Object(o) => o.iter().filter(|(k, _)| *k == "content" || *k == "text").map(|(_, v)| text_words(v)).sum(),
         _ => 0,
     }
 }
@@ -178,27 +159,22 @@ async fn respond(state: web::Data<MockState>, body: Value, kind: Kind) -> HttpRe
         }
     }
     if let Some(status) = param(&model, "error-") {
-        let mut resp = error(
-            status as u16,
-            "mock_error",
-            &format!("mock upstream error {status}"),
-        );
+        let mut resp = error(status as u16, "mock_error", &format!("mock upstream error {status}"));
         if status == 429 {
             let secs = param(&model, "retry-").unwrap_or(1);
-            resp.headers_mut()
-                .insert(actix_web::http::header::RETRY_AFTER, secs.into());
+            resp.headers_mut().insert(actix_web::http::header::RETRY_AFTER, secs.into());
         }
         return resp;
     }
     if model.contains("context-window") {
-        return error(400, "context_length_exceeded", "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.");
-    }
-    if model.contains("content-policy") {
         return error(
             400,
-            "content_policy_violation",
-            "Your request was rejected as a result of our safety system.",
+            "context_length_exceeded",
+            "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
         );
+    }
+    if model.contains("content-policy") {
+        return error(400, "content_policy_violation", "Your request was rejected as a result of our safety system.");
     }
     if model.contains("malformed") {
         return HttpResponse::Ok()
@@ -210,14 +186,9 @@ async fn respond(state: web::Data<MockState>, body: Value, kind: Kind) -> HttpRe
             Ok::<_, std::io::Error>(Bytes::from_static(b"{\"id\":")),
             Err(std::io::Error::other("mock reset")),
         ]);
-        return HttpResponse::Ok()
-            .content_type("application/json")
-            .streaming(broken);
+        return HttpResponse::Ok().content_type("application/json").streaming(broken);
     }
-    let prompt_tokens = ["messages", "prompt", "input"]
-        .iter()
-        .map(|k| text_words(&body[*k]))
-        .sum::<u64>();
+    let prompt_tokens = ["messages", "prompt", "input"].iter().map(|k| text_words(&body[*k])).sum::<u64>();
     let reply = match body.get("max_tokens").and_then(Value::as_u64) {
         Some(n) => vec!["tok"; n.min(4096) as usize].join(" "),
         None => REPLY.to_string(),
@@ -226,23 +197,16 @@ async fn respond(state: web::Data<MockState>, body: Value, kind: Kind) -> HttpRe
     let id = mock::completion_id();
     let stream = body["stream"].as_bool().unwrap_or(false) && kind != Kind::Embedding;
     let mut ok = HttpResponse::Ok();
-    ok.insert_header(("x-request-id", id.clone()))
-        .insert_header(("x-ratelimit-remaining-requests", "9999"));
+    ok.insert_header(("x-request-id", id.clone())).insert_header(("x-ratelimit-remaining-requests", "9999"));
     if !stream {
         let answer = match kind {
             Kind::Chat => mock::chat_completion(&id, &model, &reply, &usage),
             Kind::Text => mock::text_completion(&id, &model, &reply, &usage),
-            Kind::Embedding => mock::embedding(
-                &model,
-                body["input"].as_array().map_or(1, Vec::len),
-                prompt_tokens,
-            ),
+            Kind::Embedding => mock::embedding(&model, body["input"].as_array().map_or(1, Vec::len), prompt_tokens),
         };
         return ok.content_type("application/json").body(answer.to_string());
     }
-    let include_usage = body["stream_options"]["include_usage"]
-        .as_bool()
-        .unwrap_or(false);
+    let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
     let usage = include_usage.then_some(&usage);
     let payloads = match kind {
         Kind::Text => mock::text_stream_payloads(&id, &model, &reply, usage),
@@ -260,8 +224,8 @@ async fn respond(state: web::Data<MockState>, body: Value, kind: Kind) -> HttpRe
 }
 
 fn error(status: u16, code: &str, message: &str) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     HttpResponse::build(status)
         .content_type("application/json")
         .body(mock::error_json(message, code, status.as_u16()).to_string())
@@ -289,10 +253,7 @@ fn chunk_stream(
     state: web::Data<MockState>,
 ) -> futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>> {
     let last = events.len().saturating_sub(1);
-    let guard = Arc::new(Mutex::new(CutGuard {
-        state,
-        finished: false,
-    }));
+    let guard = Arc::new(Mutex::new(CutGuard { state, finished: false }));
     futures_util::stream::iter(events.into_iter().enumerate())
         .then(move |(i, event)| {
             let guard = guard.clone();

@@ -18,12 +18,7 @@ pub fn mock_failure(mock: &str) -> Option<UpstreamFailure> {
         "BadRequestError" => (400, "bad_request"),
         "AuthenticationError" => (401, "invalid_api_key"),
         "NotFoundError" => (404, "model_not_found"),
-        "Timeout" => {
-            return Some(UpstreamFailure::new(
-                FailureKind::Timeout,
-                "mock_response: litellm.Timeout",
-            ))
-        }
+        "Timeout" => return Some(UpstreamFailure::new(FailureKind::Timeout, "mock_response: litellm.Timeout")),
         _ => return None,
     };
     let message = format!("mock_response: {mock}");
@@ -62,10 +57,7 @@ pub fn usage(prompt_tokens: u64, completion_tokens: u64) -> TokenUsage {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 pub fn completion_id() -> String {
@@ -118,12 +110,7 @@ pub fn embedding(model: &str, inputs: usize, prompt_tokens: u64) -> Value {
 
 /// The `data:` payloads of a chat stream: a role chunk, one chunk per word, the finish chunk,
 /// and (when `usage` is given) the usage-only chunk. `[DONE]` is left to the caller.
-pub fn chat_stream_payloads(
-    id: &str,
-    model: &str,
-    content: &str,
-    usage: Option<&TokenUsage>,
-) -> Vec<String> {
+pub fn chat_stream_payloads(id: &str, model: &str, content: &str, usage: Option<&TokenUsage>) -> Vec<String> {
     let created = now_secs();
     let chunk = |delta: Value, finish: Value| {
         json!({
@@ -133,10 +120,7 @@ pub fn chat_stream_payloads(
         })
         .to_string()
     };
-    let mut out = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
+    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
     out.extend(words_with_spaces(content).map(|w| chunk(json!({"content": w}), Value::Null)));
     out.push(chunk(json!({}), json!("stop")));
     if let Some(u) = usage {
@@ -152,12 +136,7 @@ pub fn chat_stream_payloads(
 }
 
 /// The `data:` payloads of a legacy completions stream.
-pub fn text_stream_payloads(
-    id: &str,
-    model: &str,
-    text: &str,
-    usage: Option<&TokenUsage>,
-) -> Vec<String> {
+pub fn text_stream_payloads(id: &str, model: &str, text: &str, usage: Option<&TokenUsage>) -> Vec<String> {
     let created = now_secs();
     let mut out: Vec<String> = words_with_spaces(text)
         .map(|w| {
@@ -188,9 +167,7 @@ fn words_with_spaces(text: &str) -> impl Iterator<Item = &str> {
             return None;
         }
         let start = rest.len() - rest.trim_start().len();
-        let end = rest[start..]
-            .find(char::is_whitespace)
-            .map_or(rest.len(), |i| start + i);
+        let end = rest[start..].find(char::is_whitespace).map_or(rest.len(), |i| start + i);
         let (word, tail) = rest.split_at(end);
         rest = tail;
         Some(word)
@@ -212,11 +189,7 @@ mod tests {
         let text: String = payloads
             .iter()
             .filter_map(|p| serde_json::from_str::<Value>(p).ok())
-            .filter_map(|v| {
-                v["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .map(str::to_string)
-            })
+            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
             .collect();
         assert_eq!(text, "Hello there,  world");
         let last: Value = serde_json::from_str(payloads.last().unwrap()).unwrap();
@@ -226,14 +199,9 @@ mod tests {
 
     #[test]
     fn litellm_error_mocks_raise_the_matching_status() {
+        assert_eq!(mock_failure("litellm.RateLimitError").unwrap().status(), 429);
         assert_eq!(
-            mock_failure("litellm.RateLimitError").unwrap().status(),
-            429
-        );
-        assert_eq!(
-            mock_failure("litellm.ContextWindowExceededError")
-                .unwrap()
-                .class(),
+            mock_failure("litellm.ContextWindowExceededError").unwrap().class(),
             crate::failure::ErrorClass::ContextWindowExceeded
         );
         assert!(mock_failure("Hello!").is_none());

@@ -56,23 +56,15 @@ struct CompletionDetails {
 
 impl From<WireUsage> for TokenUsage {
     fn from(u: WireUsage) -> Self {
-        let cache_read = u
-            .prompt_tokens_details
-            .and_then(|d| d.cached_tokens)
-            .or(u.cache_read_input_tokens)
-            .unwrap_or(0);
+        let cache_read =
+            u.prompt_tokens_details.and_then(|d| d.cached_tokens).or(u.cache_read_input_tokens).unwrap_or(0);
         Self {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
-            total_tokens: u
-                .total_tokens
-                .unwrap_or(u.prompt_tokens + u.completion_tokens),
+            total_tokens: u.total_tokens.unwrap_or(u.prompt_tokens + u.completion_tokens),
             cache_read_input_tokens: cache_read,
             cache_creation_input_tokens: u.cache_creation_input_tokens.unwrap_or(0),
-            reasoning_tokens: u
-                .completion_tokens_details
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
+            reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
         }
     }
 }
@@ -102,10 +94,7 @@ impl ResponseView {
     }
 
     pub fn finish_reason(&self) -> Option<&str> {
-        self.choices
-            .as_ref()?
-            .iter()
-            .find_map(|c| c.finish_reason.as_deref())
+        self.choices.as_ref()?.iter().find_map(|c| c.finish_reason.as_deref())
     }
 
     /// A stream's usage-only chunk: `choices` empty and `usage` set.
@@ -131,24 +120,11 @@ pub fn prompt_len(body: &Map<String, Value>) -> usize {
         match v {
             Value::String(s) => s.len(),
             Value::Array(a) => a.iter().map(len).sum(),
-            Value::Object(o) => o
-                .iter()
-                .map(|(k, v)| {
-                    if k == "content" || k == "text" {
-                        len(v)
-                    } else {
-                        0
-                    }
-                })
-                .sum(),
+            Value::Object(o) => o.iter().map(|(k, v)| if k == "content" || k == "text" { len(v) } else { 0 }).sum(),
             _ => 0,
         }
     }
-    ["messages", "prompt", "input"]
-        .iter()
-        .filter_map(|k| body.get(*k))
-        .map(len)
-        .sum()
+    ["messages", "prompt", "input"].iter().filter_map(|k| body.get(*k)).map(len).sum()
 }
 
 #[cfg(test)]
@@ -162,25 +138,14 @@ mod tests {
         let view = ResponseView::parse(body).unwrap();
         assert_eq!(view.finish_reason(), Some("stop"));
         let u = view.usage().unwrap();
-        assert_eq!(
-            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
-            (100, 50, 150)
-        );
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (100, 50, 150));
         assert_eq!((u.cache_read_input_tokens, u.reasoning_tokens), (40, 20));
     }
 
     #[test]
     fn recognizes_the_usage_only_stream_chunk() {
-        assert!(
-            ResponseView::parse(br#"{"choices":[],"usage":{"prompt_tokens":1}}"#)
-                .unwrap()
-                .is_usage_only()
-        );
-        assert!(
-            !ResponseView::parse(br#"{"choices":[{"delta":{}}],"usage":null}"#)
-                .unwrap()
-                .is_usage_only()
-        );
+        assert!(ResponseView::parse(br#"{"choices":[],"usage":{"prompt_tokens":1}}"#).unwrap().is_usage_only());
+        assert!(!ResponseView::parse(br#"{"choices":[{"delta":{}}],"usage":null}"#).unwrap().is_usage_only());
     }
 
     #[test]

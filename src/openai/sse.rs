@@ -99,12 +99,7 @@ mod tests {
             let data: Vec<_> = events.iter().map(|e| event_data(e)).collect();
             assert_eq!(
                 data,
-                vec![
-                    Some(b"{\"a\":1}".to_vec()),
-                    Some(b"{\"b\":2}".to_vec()),
-                    None,
-                    Some(b"[DONE]".to_vec())
-                ],
+                vec![Some(b"{\"a\":1}".to_vec()), Some(b"{\"b\":2}".to_vec()), None, Some(b"[DONE]".to_vec())],
                 "cut at {cut}"
             );
             assert!(s.take_rest().is_none());
@@ -116,9 +111,6 @@ mod tests {
         let mut s = EventSplitter::default();
         s.push(b"data: {\"x\":1}");
         assert!(s.next_event().is_none());
-        assert_eq!(
-            event_data(&s.take_rest().unwrap()),
-            Some(b"{\"x\":1}".to_vec())
-        );
+        assert_eq!(event_data(&s.take_rest().unwrap()), Some(b"{\"x\":1}".to_vec()));
     }
 }

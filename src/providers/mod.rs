@@ -55,12 +55,7 @@ impl Endpoint {
 pub trait Provider: Send + Sync + 'static {
     /// The HTTP request for `endpoint` on deployment `d`: URL and auth; the body is added by the
     /// caller after [`Provider::transform_request`].
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        d: &DeploymentConfig,
-        endpoint: Endpoint,
-    ) -> reqwest::RequestBuilder;
+    fn request(&self, client: &reqwest::Client, d: &DeploymentConfig, endpoint: Endpoint) -> reqwest::RequestBuilder;
 
     /// The upstream request body for an OpenAI-shaped `body`, with `overrides` replacing (or
     /// adding) top-level keys. By default the body is OpenAI's with the upstream model name,
@@ -71,11 +66,7 @@ pub trait Provider: Send + Sync + 'static {
         body: &Map<String, Value>,
         overrides: &[(&'static str, Value)],
     ) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&OpenAiBody {
-            body,
-            model: &d.upstream_model,
-            overrides,
-        })
+        serde_json::to_vec(&OpenAiBody { body, model: &d.upstream_model, overrides })
     }
 
     /// Rewrites a successful upstream body into OpenAI's shape; by default it already is.
@@ -197,10 +188,8 @@ pub async fn call(
     let payload = adapter
         .encode_request(d, body, overrides)
         .map_err(|e| UpstreamFailure::new(FailureKind::Malformed, e.to_string()))?;
-    let request = adapter
-        .request(client, d, endpoint)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(payload);
+    let request =
+        adapter.request(client, d, endpoint).header(reqwest::header::CONTENT_TYPE, "application/json").body(payload);
     let deadline = tokio::time::Instant::now() + timeout;
     let response = tokio::time::timeout_at(deadline, request.send())
         .await
@@ -210,11 +199,8 @@ pub async fn call(
     let headers = response.headers().clone();
     if !(200..300).contains(&status) {
         let retry_after = retry_after(&headers);
-        let body = tokio::time::timeout_at(deadline, response.bytes())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let body =
+            tokio::time::timeout_at(deadline, response.bytes()).await.ok().and_then(Result::ok).unwrap_or_default();
         return Err(UpstreamFailure {
             kind: FailureKind::Status(status),
             message: upstream_message(status, &body),
@@ -226,30 +212,18 @@ pub async fn call(
         });
     }
     if stream {
-        return Ok(UpstreamReply {
-            headers,
-            body: ReplyBody::Stream(response.bytes_stream().boxed()),
-        });
+        return Ok(UpstreamReply { headers, body: ReplyBody::Stream(response.bytes_stream().boxed()) });
     }
     let bytes = tokio::time::timeout_at(deadline, response.bytes())
         .await
         .map_err(|_| timed_out(timeout))?
         .map_err(transport_failure)?;
     let bytes = adapter.transform_response(bytes)?;
-    Ok(UpstreamReply {
-        headers,
-        body: ReplyBody::Complete(bytes),
-    })
+    Ok(UpstreamReply { headers, body: ReplyBody::Complete(bytes) })
 }
 
 fn timed_out(timeout: Duration) -> UpstreamFailure {
-    UpstreamFailure::new(
-        FailureKind::Timeout,
-        format!(
-            "upstream did not answer within {:.1}s",
-            timeout.as_secs_f64()
-        ),
-    )
+    UpstreamFailure::new(FailureKind::Timeout, format!("upstream did not answer within {:.1}s", timeout.as_secs_f64()))
 }
 
 pub fn transport_failure(e: reqwest::Error) -> UpstreamFailure {
@@ -268,15 +242,10 @@ pub fn transport_failure(e: reqwest::Error) -> UpstreamFailure {
 
 /// The upstream's error message: `error.message` of an OpenAI error body, else the body text.
 fn upstream_message(status: u16, body: &[u8]) -> String {
-    let from_json = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            let e = v.get("error")?;
-            e.get("message")
-                .and_then(|m| m.as_str())
-                .or_else(|| e.as_str())
-                .map(str::to_string)
-        });
+    let from_json = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
+        let e = v.get("error")?;
+        e.get("message").and_then(|m| m.as_str()).or_else(|| e.as_str()).map(str::to_string)
+    });
     from_json.unwrap_or_else(|| {
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
@@ -290,21 +259,12 @@ fn upstream_message(status: u16, body: &[u8]) -> String {
 
 /// `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs >= 0.0 && secs.is_finite())
-            .then(|| Duration::from_secs_f64(secs.min(3600.0)));
+        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs.min(3600.0)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default()
-            .min(Duration::from_secs(3600)),
-    )
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default().min(Duration::from_secs(3600)))
 }
 
 #[cfg(test)]
@@ -313,25 +273,13 @@ mod tests {
 
     #[test]
     fn splits_known_prefixes_only() {
-        assert_eq!(
-            split_model("groq/llama-3.1-8b-instant"),
-            ("groq", "llama-3.1-8b-instant")
-        );
+        assert_eq!(split_model("groq/llama-3.1-8b-instant"), ("groq", "llama-3.1-8b-instant"));
         assert_eq!(split_model("gpt-4o"), ("openai", "gpt-4o"));
-        assert_eq!(
-            split_model("openrouter/anthropic/claude-3.5"),
-            ("openrouter", "anthropic/claude-3.5")
-        );
+        assert_eq!(split_model("openrouter/anthropic/claude-3.5"), ("openrouter", "anthropic/claude-3.5"));
         assert_eq!(split_model("azure/gpt-4o-eu"), ("azure", "gpt-4o-eu"));
-        assert_eq!(
-            split_model("meta-llama/Llama-3-8b"),
-            ("openai", "meta-llama/Llama-3-8b")
-        );
+        assert_eq!(split_model("meta-llama/Llama-3-8b"), ("openai", "meta-llama/Llama-3-8b"));
         assert!(spec("azure").is_none());
-        assert_eq!(
-            spec("vercel_ai_gateway").unwrap().default_api_base,
-            Some("https://ai-gateway.vercel.sh/v1")
-        );
+        assert_eq!(spec("vercel_ai_gateway").unwrap().default_api_base, Some("https://ai-gateway.vercel.sh/v1"));
     }
 
     #[test]
@@ -342,18 +290,12 @@ mod tests {
         let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         h.insert("retry-after", later.parse().unwrap());
         let d = retry_after(&h).unwrap();
-        assert!(
-            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
-            "{d:?}"
-        );
+        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
     }
 
     #[test]
     fn error_messages_come_from_the_openai_error_body() {
-        assert_eq!(
-            upstream_message(400, br#"{"error":{"message":"bad thing"}}"#),
-            "bad thing"
-        );
+        assert_eq!(upstream_message(400, br#"{"error":{"message":"bad thing"}}"#), "bad thing");
         assert_eq!(upstream_message(502, b""), "upstream answered 502");
         assert_eq!(upstream_message(500, b"oops"), "oops");
     }

@@ -76,10 +76,7 @@ pub struct Failed {
 /// Why one model group could not serve the request.
 #[derive(Debug)]
 pub enum AttemptError {
-    Upstream {
-        failure: UpstreamFailure,
-        deployment: String,
-    },
+    Upstream { failure: UpstreamFailure, deployment: String },
     NoDeployments(String),
     ContextWindow(String),
     UnknownGroup(String),
@@ -122,10 +119,7 @@ impl RouterHandle {
         let mut fallback_list: Option<Vec<String>> = None;
         loop {
             let is_primary = progress.fallbacks == 0;
-            match self
-                .try_group(&table, &group, req, is_primary, &mut progress)
-                .await
-            {
+            match self.try_group(&table, &group, req, is_primary, &mut progress).await {
                 Ok(mut served) => {
                     if !is_primary {
                         self.metrics.fallback(&req.group, &group, true);
@@ -139,9 +133,8 @@ impl RouterHandle {
                     if !is_primary {
                         self.metrics.fallback(&req.group, &group, false);
                     }
-                    let list = fallback_list.get_or_insert_with(|| {
-                        plan::fallbacks(&self.settings, &req.group, err.class())
-                    });
+                    let list =
+                        fallback_list.get_or_insert_with(|| plan::fallbacks(&self.settings, &req.group, err.class()));
                     let next = list.get(progress.fallbacks as usize).cloned();
                     tracing::debug!(group = %group, fallback = ?next, error = ?err, "model group failed");
                     if err.is_rate_limit() && progress.first_rate_limit.is_none() {
@@ -165,10 +158,7 @@ impl RouterHandle {
     fn failed(&self, req: &CallRequest, mut progress: Progress) -> Failed {
         let err = match (progress.first_rate_limit.take(), progress.last_error.take()) {
             (Some(err), _) | (None, Some(err)) => err,
-            (None, None) => AttemptError::NoDeployments(format!(
-                "No deployments available for model={}",
-                req.group
-            )),
+            (None, None) => AttemptError::NoDeployments(format!("No deployments available for model={}", req.group)),
         };
         let attempts = progress.tried.len();
         let tried = progress.tried.join(", ");
@@ -176,10 +166,7 @@ impl RouterHandle {
             AttemptError::UnknownGroup(group) => GatewayError::BadRequest(invalid_model(&group)),
             AttemptError::NoDeployments(message) => GatewayError::NoDeploymentsAvailable(message),
             AttemptError::ContextWindow(message) => GatewayError::ContextWindowExceeded(message),
-            AttemptError::Upstream {
-                failure,
-                deployment,
-            } => {
+            AttemptError::Upstream { failure, deployment } => {
                 let summary = format!(
                     "{} (model group {}, {attempts} attempt(s), deployments tried: {tried}; last error from {deployment})",
                     failure.message, req.group
@@ -191,21 +178,14 @@ impl RouterHandle {
                         body: failure.body,
                         retry_after: failure.retry_after.map(|d| d.as_secs().max(1)),
                     },
-                    FailureKind::Status(status) => GatewayError::Upstream {
-                        status,
-                        message: summary,
-                        body: None,
-                        retry_after: None,
-                    },
-                    FailureKind::Timeout => GatewayError::UpstreamUnreachable {
-                        status: 408,
-                        message: format!("Timeout: {summary}"),
-                    },
+                    FailureKind::Status(status) => {
+                        GatewayError::Upstream { status, message: summary, body: None, retry_after: None }
+                    }
+                    FailureKind::Timeout => {
+                        GatewayError::UpstreamUnreachable { status: 408, message: format!("Timeout: {summary}") }
+                    }
                     FailureKind::Connection | FailureKind::Malformed => {
-                        GatewayError::UpstreamUnreachable {
-                            status: 502,
-                            message: summary,
-                        }
+                        GatewayError::UpstreamUnreachable { status: 502, message: summary }
                     }
                 }
             }
@@ -250,24 +230,14 @@ impl RouterHandle {
             };
             progress.tried.push(d.id().to_string());
             if retry >= plan::retries_for(&self.settings, failure.class(), failure.is_retryable()) {
-                return Err(AttemptError::Upstream {
-                    failure,
-                    deployment: d.id().to_string(),
-                });
+                return Err(AttemptError::Upstream { failure, deployment: d.id().to_string() });
             }
             retry += 1;
             progress.retries += 1;
             let now = Instant::now();
-            let other = deployments
-                .iter()
-                .any(|o| o.id() != d.id() && o.has_capacity() && !o.health().is_cooling_down(now));
-            let wait = plan::backoff(
-                &self.settings,
-                retry,
-                failure.retry_after,
-                other,
-                &mut rand::rng(),
-            );
+            let other =
+                deployments.iter().any(|o| o.id() != d.id() && o.has_capacity() && !o.health().is_cooling_down(now));
+            let wait = plan::backoff(&self.settings, retry, failure.retry_after, other, &mut rand::rng());
             tracing::debug!(deployment = %d.id(), retry, wait_ms = wait.as_millis() as u64, error = %failure.message, "retrying");
             tokio::time::sleep(wait).await;
         }
@@ -296,10 +266,7 @@ impl RouterHandle {
             if !d.has_capacity() {
                 continue;
             }
-            if s.enable_pre_call_checks
-                && d.max_input_tokens()
-                    .is_some_and(|max| req.input_tokens > max)
-            {
+            if s.enable_pre_call_checks && d.max_input_tokens().is_some_and(|max| req.input_tokens > max) {
                 too_small += 1;
                 continue;
             }
@@ -319,10 +286,7 @@ impl RouterHandle {
                 price: d.price().map(|p| p.input + p.output),
             });
         }
-        if candidates
-            .iter()
-            .any(|c| !tried.iter().any(|t| t == deployments[c.index].id()))
-        {
+        if candidates.iter().any(|c| !tried.iter().any(|t| t == deployments[c.index].id())) {
             candidates.retain(|c| !tried.iter().any(|t| t == deployments[c.index].id()));
         }
         let need = strategy::Need {
@@ -330,16 +294,9 @@ impl RouterHandle {
             input_tokens: req.input_tokens,
             enforce_limits: s.enable_pre_call_checks,
         };
-        let limit_rpm = s.enable_pre_call_checks
-            || matches!(s.strategy, Strategy::UsageBased | Strategy::LatencyBased);
+        let limit_rpm = s.enable_pre_call_checks || matches!(s.strategy, Strategy::UsageBased | Strategy::LatencyBased);
         let mut rng = rand::rng();
-        while let Some(index) = strategy::select(
-            s.strategy,
-            &candidates,
-            &need,
-            s.lowest_latency_buffer,
-            &mut rng,
-        ) {
+        while let Some(index) = strategy::select(s.strategy, &candidates, &need, s.lowest_latency_buffer, &mut rng) {
             let d = &deployments[index];
             if !limit_rpm || d.try_admit() {
                 return Ok(d.clone());
@@ -369,10 +326,7 @@ impl RouterHandle {
         let in_flight = d.start_call();
         let started = Instant::now();
         let cfg = d.config();
-        let mock = req
-            .mock_response
-            .as_deref()
-            .or(cfg.mock_response.as_deref());
+        let mock = req.mock_response.as_deref().or(cfg.mock_response.as_deref());
         let result = match mock {
             Some(text) => mock_reply(req, &cfg.upstream_model, text),
             None => {
@@ -399,10 +353,7 @@ impl RouterHandle {
         let result = result.and_then(|reply| match reply.body {
             ReplyBody::Complete(body) => {
                 let view = ResponseView::parse(&body).map_err(|e| {
-                    UpstreamFailure::new(
-                        FailureKind::Malformed,
-                        format!("upstream sent invalid JSON: {e}"),
-                    )
+                    UpstreamFailure::new(FailureKind::Malformed, format!("upstream sent invalid JSON: {e}"))
                 })?;
                 let usage = view.usage().unwrap_or_default();
                 Ok((reply.headers, Reply::Complete { body, usage }))
@@ -413,25 +364,15 @@ impl RouterHandle {
         match result {
             Err(failure) => {
                 d.report_failure(&failure);
-                self.metrics
-                    .upstream_failure(cfg, &req.group, failure.status());
+                self.metrics.upstream_failure(cfg, &req.group, failure.status());
                 tracing::debug!(deployment = %cfg.id, status = failure.status(), error = %failure.message, "upstream call failed");
                 Err(failure)
             }
             Ok((headers, reply)) => {
                 if let Reply::Complete { usage, .. } = &reply {
-                    d.report(Outcome::Success {
-                        latency,
-                        ttft: None,
-                        completion_tokens: usage.completion_tokens,
-                    });
+                    d.report(Outcome::Success { latency, ttft: None, completion_tokens: usage.completion_tokens });
                     d.add_tokens(usage.total_tokens);
-                    self.metrics.upstream_success(
-                        cfg,
-                        &req.group,
-                        latency.as_secs_f64(),
-                        usage.completion_tokens,
-                    );
+                    self.metrics.upstream_success(cfg, &req.group, latency.as_secs_f64(), usage.completion_tokens);
                 }
                 Ok(Dispatched {
                     deployment: d.clone(),
@@ -460,18 +401,13 @@ fn mock_class_failure(class: ErrorClass) -> UpstreamFailure {
         ErrorClass::ContentPolicyViolation => "litellm.ContentPolicyViolationError",
         _ => "litellm.InternalServerError",
     };
-    let mut failure = mock::mock_failure(name)
-        .unwrap_or_else(|| UpstreamFailure::new(FailureKind::Status(500), name));
+    let mut failure = mock::mock_failure(name).unwrap_or_else(|| UpstreamFailure::new(FailureKind::Status(500), name));
     failure.message = format!("This is a mock exception for model group fallbacks ({name})");
     failure
 }
 
 /// An answer built locally from `mock_response`, in the wire format of the endpoint.
-fn mock_reply(
-    req: &CallRequest,
-    model: &str,
-    text: &str,
-) -> Result<UpstreamReply, UpstreamFailure> {
+fn mock_reply(req: &CallRequest, model: &str, text: &str) -> Result<UpstreamReply, UpstreamFailure> {
     if let Some(failure) = mock::mock_failure(text) {
         return Err(failure);
     }
@@ -479,19 +415,14 @@ fn mock_reply(
     let prompt_tokens = req.input_tokens;
     let usage = mock::usage(prompt_tokens, openai::estimate_tokens(text.len()));
     let mut headers = HeaderMap::new();
-    headers.insert(
-        reqwest::header::CONTENT_TYPE,
-        reqwest::header::HeaderValue::from_static("application/json"),
-    );
+    headers.insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/json"));
     let body = match (req.endpoint, req.stream) {
         (Endpoint::Embeddings, _) => {
             let inputs = match req.body.get("input") {
                 Some(Value::Array(items)) => items.len(),
                 _ => 1,
             };
-            ReplyBody::Complete(Bytes::from(
-                mock::embedding(model, inputs, prompt_tokens).to_string(),
-            ))
+            ReplyBody::Complete(Bytes::from(mock::embedding(model, inputs, prompt_tokens).to_string()))
         }
         (endpoint, true) => {
             let payloads = match endpoint {
@@ -505,12 +436,12 @@ fn mock_reply(
                 .map(Ok);
             ReplyBody::Stream(futures_util::stream::iter(events).boxed())
         }
-        (Endpoint::Completions, false) => ReplyBody::Complete(Bytes::from(
-            mock::text_completion(&id, model, text, &usage).to_string(),
-        )),
-        (Endpoint::ChatCompletions, false) => ReplyBody::Complete(Bytes::from(
-            mock::chat_completion(&id, model, text, &usage).to_string(),
-        )),
+        (Endpoint::Completions, false) => {
+            ReplyBody::Complete(Bytes::from(mock::text_completion(&id, model, text, &usage).to_string()))
+        }
+        (Endpoint::ChatCompletions, false) => {
+            ReplyBody::Complete(Bytes::from(mock::chat_completion(&id, model, text, &usage).to_string()))
+        }
     };
     Ok(UpstreamReply { headers, body })
 }

@@ -26,14 +26,10 @@ impl RouterHandle {
     pub async fn check_all(&self) -> HealthReport {
         let table = self.table();
         let deployments: Vec<DeploymentHandle> = table.deployments().cloned().collect();
-        let results =
-            futures_util::future::join_all(deployments.iter().map(|d| self.check(d))).await;
+        let results = futures_util::future::join_all(deployments.iter().map(|d| self.check(d))).await;
         HealthReport {
             checked_at: SystemTime::now(),
-            results: deployments
-                .into_iter()
-                .zip(results.into_iter().map(Result::err))
-                .collect(),
+            results: deployments.into_iter().zip(results.into_iter().map(Result::err)).collect(),
         }
     }
 
@@ -48,20 +44,11 @@ impl RouterHandle {
         }
         let (endpoint, body) = match cfg.mode {
             Mode::Embedding => (Endpoint::Embeddings, json!({"input": ["ping"]})),
-            Mode::Completion => (
-                Endpoint::Completions,
-                json!({"prompt": "ping", "max_tokens": 1}),
-            ),
-            Mode::Chat | Mode::Responses => (
-                Endpoint::ChatCompletions,
-                json!({"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}),
-            ),
-            other => {
-                return Err(format!(
-                    "health checks for mode {} are not supported",
-                    other.as_str()
-                ))
+            Mode::Completion => (Endpoint::Completions, json!({"prompt": "ping", "max_tokens": 1})),
+            Mode::Chat | Mode::Responses => {
+                (Endpoint::ChatCompletions, json!({"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}))
             }
+            other => return Err(format!("health checks for mode {} are not supported", other.as_str())),
         };
         let Value::Object(body) = body else {
             return Err("health check body is not an object".into());

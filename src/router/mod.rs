@@ -53,17 +53,11 @@ impl RoutingTable {
 
     /// Aliases shown in `/models`.
     pub fn visible_aliases(&self) -> impl Iterator<Item = &str> {
-        self.aliases
-            .iter()
-            .filter(|(_, (_, hidden))| !hidden)
-            .map(|(alias, _)| alias.as_str())
+        self.aliases.iter().filter(|(_, (_, hidden))| !hidden).map(|(alias, _)| alias.as_str())
     }
 
     pub fn deployments(&self) -> impl Iterator<Item = &DeploymentHandle> {
-        self.group_order
-            .iter()
-            .filter_map(|g| self.groups.get(g))
-            .flatten()
+        self.group_order.iter().filter_map(|g| self.groups.get(g)).flatten()
     }
 }
 
@@ -156,23 +150,16 @@ pub struct RouterHandle {
 
 impl RouterHandle {
     /// Starts the router and one actor per deployment on the current arbiter.
-    pub fn start(
-        config: &Config,
-        prices: &PriceMap,
-        client: reqwest::Client,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn start(config: &Config, prices: &PriceMap, client: reqwest::Client, metrics: Arc<Metrics>) -> Self {
         let general = &config.general;
-        let check_interval = general
-            .background_health_checks
-            .then_some(general.health_check_interval.max(Duration::from_secs(1)));
+        let check_interval =
+            general.background_health_checks.then_some(general.health_check_interval.max(Duration::from_secs(1)));
         let settings = Arc::new(config.router.clone());
         let mut groups: HashMap<String, Vec<DeploymentHandle>> = HashMap::new();
-        let group_sizes: HashMap<&str, usize> =
-            config.deployments.iter().fold(HashMap::new(), |mut m, d| {
-                *m.entry(d.model_name.as_str()).or_default() += 1;
-                m
-            });
+        let group_sizes: HashMap<&str, usize> = config.deployments.iter().fold(HashMap::new(), |mut m, d| {
+            *m.entry(d.model_name.as_str()).or_default() += 1;
+            m
+        });
         for d in &config.deployments {
             let policy = HealthPolicy {
                 cooldown_time: settings.cooldown_time,
@@ -184,45 +171,20 @@ impl RouterHandle {
                 latency_ttl: settings.latency_ttl,
             };
             let entry = prices.entry_for(d);
-            let max_input = d.max_input_tokens.or_else(|| {
-                entry
-                    .and_then(|e| e.max_input_tokens.or(e.max_tokens))
-                    .map(|t| t as u64)
-            });
-            let handle = Deployment::start(
-                d.clone(),
-                prices.price_for(d),
-                max_input,
-                policy,
-                metrics.clone(),
-            );
+            let max_input = d
+                .max_input_tokens
+                .or_else(|| entry.and_then(|e| e.max_input_tokens.or(e.max_tokens)).map(|t| t as u64));
+            let handle = Deployment::start(d.clone(), prices.price_for(d), max_input, policy, metrics.clone());
             groups.entry(d.model_name.clone()).or_default().push(handle);
         }
         let table = RoutingTable {
             groups,
-            group_order: config
-                .model_groups()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
+            group_order: config.model_groups().into_iter().map(str::to_string).collect(),
             aliases: settings.model_group_alias.clone(),
         };
         let table = Arc::new(ArcSwap::from_pointee(table));
-        let addr = Router {
-            table: table.clone(),
-            check_interval,
-            handle: None,
-            checking: false,
-        }
-        .start();
-        let handle = Self {
-            table,
-            settings,
-            client,
-            metrics,
-            addr,
-            last_health: Default::default(),
-        };
+        let addr = Router { table: table.clone(), check_interval, handle: None, checking: false }.start();
+        let handle = Self { table, settings, client, metrics, addr, last_health: Default::default() };
         handle.addr.do_send(Attach(handle.clone()));
         handle
     }
@@ -254,20 +216,10 @@ impl RouterHandle {
     }
 
     /// The upstream timeout for a call on deployment `d`.
-    pub fn timeout_for(
-        &self,
-        d: &DeploymentHandle,
-        stream: bool,
-        requested: Option<Duration>,
-    ) -> Duration {
+    pub fn timeout_for(&self, d: &DeploymentHandle, stream: bool, requested: Option<Duration>) -> Duration {
         let cfg = d.config();
-        let configured = if stream {
-            cfg.stream_timeout
-                .or(self.settings.stream_timeout)
-                .or(cfg.timeout)
-        } else {
-            cfg.timeout
-        };
+        let configured =
+            if stream { cfg.stream_timeout.or(self.settings.stream_timeout).or(cfg.timeout) } else { cfg.timeout };
         requested.or(configured).unwrap_or(self.settings.timeout)
     }
 }

@@ -38,8 +38,7 @@ pub struct Need {
 
 /// Whether a deployment has room this minute for a request of `input_tokens`.
 pub fn within_limits(c: &Candidate, input_tokens: u64) -> bool {
-    c.tpm
-        .is_none_or(|tpm| c.tokens_this_minute + input_tokens <= tpm)
+    c.tpm.is_none_or(|tpm| c.tokens_this_minute + input_tokens <= tpm)
         && c.rpm.is_none_or(|rpm| c.requests_this_minute < rpm)
 }
 
@@ -52,17 +51,11 @@ pub fn select(
     latency_buffer: f64,
     rng: &mut impl Rng,
 ) -> Option<usize> {
-    let enforce =
-        need.enforce_limits || matches!(strategy, Strategy::UsageBased | Strategy::LatencyBased);
-    let fitting: Vec<&Candidate> = candidates
-        .iter()
-        .filter(|c| !enforce || within_limits(c, need.input_tokens))
-        .collect();
+    let enforce = need.enforce_limits || matches!(strategy, Strategy::UsageBased | Strategy::LatencyBased);
+    let fitting: Vec<&Candidate> =
+        candidates.iter().filter(|c| !enforce || within_limits(c, need.input_tokens)).collect();
     let best_order = fitting.iter().map(|c| c.order.unwrap_or(u64::MAX)).min()?;
-    let pool: Vec<&Candidate> = fitting
-        .into_iter()
-        .filter(|c| c.order.unwrap_or(u64::MAX) == best_order)
-        .collect();
+    let pool: Vec<&Candidate> = fitting.into_iter().filter(|c| c.order.unwrap_or(u64::MAX) == best_order).collect();
     let chosen = match strategy {
         Strategy::SimpleShuffle => shuffle(&pool, rng),
         Strategy::LeastBusy => lowest(&pool, |c| c.in_flight as f64, 0.0, rng),
@@ -70,14 +63,7 @@ pub fn select(
         Strategy::LatencyBased => lowest(
             &pool,
             // Deployments without data yet count as fastest, so they get measured.
-            |c| {
-                if need.stream {
-                    c.ttft.or(c.latency)
-                } else {
-                    c.latency
-                }
-                .unwrap_or(0.0)
-            },
+            |c| if need.stream { c.ttft.or(c.latency) } else { c.latency }.unwrap_or(0.0),
             latency_buffer,
             rng,
         ),
@@ -112,11 +98,7 @@ fn lowest<'a>(
     rng: &mut impl Rng,
 ) -> Option<&'a Candidate> {
     let best = pool.iter().map(|c| key(c)).fold(f64::INFINITY, f64::min);
-    let limit = if best.is_finite() {
-        best * (1.0 + buffer)
-    } else {
-        best
-    };
+    let limit = if best.is_finite() { best * (1.0 + buffer) } else { best };
     let near: Vec<&Candidate> = pool.iter().copied().filter(|c| key(c) <= limit).collect();
     near.choose(rng).copied()
 }
@@ -128,10 +110,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn c(index: usize) -> Candidate {
-        Candidate {
-            index,
-            ..Default::default()
-        }
+        Candidate { index, ..Default::default() }
     }
 
     fn pick(strategy: Strategy, cands: &[Candidate], need: Need) -> Option<usize> {
@@ -151,34 +130,13 @@ mod tests {
     fn simple_shuffle_follows_weight_then_rpm() {
         let by_weight = counts(
             Strategy::SimpleShuffle,
-            &[
-                Candidate {
-                    weight: Some(9.0),
-                    ..c(0)
-                },
-                Candidate {
-                    weight: Some(1.0),
-                    ..c(1)
-                },
-            ],
+            &[Candidate { weight: Some(9.0), ..c(0) }, Candidate { weight: Some(1.0), ..c(1) }],
             10_000,
         );
-        assert!(
-            by_weight[0] > 8_500 && by_weight[0] < 9_500,
-            "{by_weight:?}"
-        );
+        assert!(by_weight[0] > 8_500 && by_weight[0] < 9_500, "{by_weight:?}");
         let by_rpm = counts(
             Strategy::SimpleShuffle,
-            &[
-                Candidate {
-                    rpm: Some(100),
-                    ..c(0)
-                },
-                Candidate {
-                    rpm: Some(300),
-                    ..c(1)
-                },
-            ],
+            &[Candidate { rpm: Some(100), ..c(0) }, Candidate { rpm: Some(300), ..c(1) }],
             10_000,
         );
         assert!(by_rpm[1] > 7_000 && by_rpm[1] < 8_000, "{by_rpm:?}");
@@ -189,18 +147,9 @@ mod tests {
     #[test]
     fn least_busy_picks_fewest_in_flight() {
         let cands = [
-            Candidate {
-                in_flight: 3,
-                ..c(0)
-            },
-            Candidate {
-                in_flight: 1,
-                ..c(1)
-            },
-            Candidate {
-                in_flight: 2,
-                ..c(2)
-            },
+            Candidate { in_flight: 3, ..c(0) },
+            Candidate { in_flight: 1, ..c(1) },
+            Candidate { in_flight: 2, ..c(2) },
         ];
         assert_eq!(pick(Strategy::LeastBusy, &cands, Need::default()), Some(1));
     }
@@ -208,101 +157,38 @@ mod tests {
     #[test]
     fn usage_based_picks_lowest_tokens_and_skips_full_deployments() {
         let cands = [
-            Candidate {
-                tokens_this_minute: 50,
-                tpm: Some(1000),
-                ..c(0)
-            },
-            Candidate {
-                tokens_this_minute: 10,
-                tpm: Some(100),
-                ..c(1)
-            },
-            Candidate {
-                tokens_this_minute: 900,
-                tpm: Some(10_000),
-                ..c(2)
-            },
+            Candidate { tokens_this_minute: 50, tpm: Some(1000), ..c(0) },
+            Candidate { tokens_this_minute: 10, tpm: Some(100), ..c(1) },
+            Candidate { tokens_this_minute: 900, tpm: Some(10_000), ..c(2) },
         ];
         assert_eq!(pick(Strategy::UsageBased, &cands, Need::default()), Some(1));
         // 10 + 95 > 100: deployment 1 cannot take this request.
-        assert_eq!(
-            pick(
-                Strategy::UsageBased,
-                &cands,
-                Need {
-                    input_tokens: 95,
-                    ..Need::default()
-                }
-            ),
-            Some(0)
-        );
-        let full = [Candidate {
-            requests_this_minute: 5,
-            rpm: Some(5),
-            ..c(0)
-        }];
+        assert_eq!(pick(Strategy::UsageBased, &cands, Need { input_tokens: 95, ..Need::default() }), Some(0));
+        let full = [Candidate { requests_this_minute: 5, rpm: Some(5), ..c(0) }];
         assert_eq!(pick(Strategy::UsageBased, &full, Need::default()), None);
     }
 
     #[test]
     fn latency_based_picks_fastest_per_token_and_ttft_for_streams() {
         let cands = [
-            Candidate {
-                latency: Some(0.05),
-                ttft: Some(0.9),
-                ..c(0)
-            },
-            Candidate {
-                latency: Some(0.02),
-                ttft: Some(1.5),
-                ..c(1)
-            },
+            Candidate { latency: Some(0.05), ttft: Some(0.9), ..c(0) },
+            Candidate { latency: Some(0.02), ttft: Some(1.5), ..c(1) },
         ];
-        assert_eq!(
-            pick(Strategy::LatencyBased, &cands, Need::default()),
-            Some(1)
-        );
-        assert_eq!(
-            pick(
-                Strategy::LatencyBased,
-                &cands,
-                Need {
-                    stream: true,
-                    ..Need::default()
-                }
-            ),
-            Some(0)
-        );
+        assert_eq!(pick(Strategy::LatencyBased, &cands, Need::default()), Some(1));
+        assert_eq!(pick(Strategy::LatencyBased, &cands, Need { stream: true, ..Need::default() }), Some(0));
     }
 
     #[test]
     fn latency_buffer_spreads_load_over_near_best_deployments() {
         let cands = [
-            Candidate {
-                latency: Some(1.0),
-                ..c(0)
-            },
-            Candidate {
-                latency: Some(1.1),
-                ..c(1)
-            },
-            Candidate {
-                latency: Some(5.0),
-                ..c(2)
-            },
+            Candidate { latency: Some(1.0), ..c(0) },
+            Candidate { latency: Some(1.1), ..c(1) },
+            Candidate { latency: Some(5.0), ..c(2) },
         ];
         let mut rng = StdRng::seed_from_u64(1);
         let mut seen = [0; 3];
         for _ in 0..1000 {
-            seen[select(
-                Strategy::LatencyBased,
-                &cands,
-                &Need::default(),
-                0.2,
-                &mut rng,
-            )
-            .unwrap()] += 1;
+            seen[select(Strategy::LatencyBased, &cands, &Need::default(), 0.2, &mut rng).unwrap()] += 1;
         }
         assert!(seen[0] > 0 && seen[1] > 0 && seen[2] == 0, "{seen:?}");
     }
@@ -310,18 +196,9 @@ mod tests {
     #[test]
     fn cost_based_picks_cheapest_known_price() {
         let cands = [
-            Candidate {
-                price: Some(3e-6),
-                ..c(0)
-            },
-            Candidate {
-                price: None,
-                ..c(1)
-            },
-            Candidate {
-                price: Some(1e-6),
-                ..c(2)
-            },
+            Candidate { price: Some(3e-6), ..c(0) },
+            Candidate { price: None, ..c(1) },
+            Candidate { price: Some(1e-6), ..c(2) },
         ];
         assert_eq!(pick(Strategy::CostBased, &cands, Need::default()), Some(2));
     }
@@ -329,42 +206,16 @@ mod tests {
     #[test]
     fn only_the_lowest_order_is_considered() {
         let cands = [
-            Candidate {
-                order: Some(2),
-                in_flight: 0,
-                ..c(0)
-            },
-            Candidate {
-                order: Some(1),
-                in_flight: 9,
-                ..c(1)
-            },
+            Candidate { order: Some(2), in_flight: 0, ..c(0) },
+            Candidate { order: Some(1), in_flight: 9, ..c(1) },
             c(2),
         ];
         assert_eq!(pick(Strategy::LeastBusy, &cands, Need::default()), Some(1));
         // When the order-1 deployment is over its limit, order 2 takes over.
         let limited = [
-            Candidate {
-                order: Some(1),
-                rpm: Some(1),
-                requests_this_minute: 1,
-                ..c(0)
-            },
-            Candidate {
-                order: Some(2),
-                ..c(1)
-            },
+            Candidate { order: Some(1), rpm: Some(1), requests_this_minute: 1, ..c(0) },
+            Candidate { order: Some(2), ..c(1) },
         ];
-        assert_eq!(
-            pick(
-                Strategy::SimpleShuffle,
-                &limited,
-                Need {
-                    enforce_limits: true,
-                    ..Need::default()
-                }
-            ),
-            Some(1)
-        );
+        assert_eq!(pick(Strategy::SimpleShuffle, &limited, Need { enforce_limits: true, ..Need::default() }), Some(1));
     }
 }

@@ -1,6 +1,5 @@
 //! The `switchyard` binary: config errors, a LiteLLM docs config, graceful shutdown.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -9,28 +8,19 @@ use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
-fn config_file(yaml: &str) -> tempfile_path::TempConfig {
-    tempfile_path::TempConfig::new(yaml)
+/// A config file in the system temp dir, removed on drop.
+struct TempConfig(std::path::PathBuf);
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
-mod tempfile_path {
-    /// A config file in the system temp dir, removed on drop.
-    pub struct TempConfig(pub std::path::PathBuf);
-
-    impl TempConfig {
-        pub fn new(yaml: &str) -> Self {
-            let path =
-                std::env::temp_dir().join(format!("switchyard-test-{}.yaml", uuid::Uuid::new_v4()));
-            std::fs::write(&path, yaml).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for TempConfig {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
+fn config_file(yaml: &str) -> TempConfig {
+    let path = std::env::temp_dir().join(format!("switchyard-test-{}.yaml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, yaml).unwrap();
+    TempConfig(path)
 }
 
 #[test]
@@ -44,50 +34,66 @@ fn a_bad_config_exits_non_zero_naming_the_field() {
     ];
     for (yaml, expected) in cases {
         let file = config_file(yaml);
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&file.0)
-            .arg("--port")
-            .arg("0")
-            .output()
-            .unwrap();
+        let out = Command::new(BIN).arg("--config").arg(&file.0).arg("--port").arg("0").output().unwrap();
         assert!(!out.status.success(), "{yaml}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(expected),
-            "expected {expected:?} in: {stderr}"
-        );
+        assert!(stderr.contains(expected), "expected {expected:?} in: {stderr}");
     }
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn(args: &[&str]) -> Child {
-    Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// A child process killed when the test ends, passed or not.
+struct Running(Option<Child>);
+
+impl Running {
+    fn pid(&self) -> String {
+        self.0.as_ref().map(|c| c.id().to_string()).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.0.take().unwrap().wait().unwrap()
+    }
+
+    /// Kills the process and returns what it wrote to stderr.
+    fn kill(mut self) -> String {
+        let mut child = self.0.take().unwrap();
+        let _ = child.kill();
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(args: &[&str]) -> Running {
+    spawn_with_env(args, &[])
+}
+
+fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Running(Some(cmd.spawn().unwrap()))
 }
 
 async fn wait_ready(port: u16) {
     let client = reqwest::Client::new();
     for _ in 0..100 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/health/liveliness"))
-            .send()
-            .await
-            .is_ok()
-        {
+        if client.get(format!("http://127.0.0.1:{port}/health/liveliness")).send().await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -100,7 +106,7 @@ async fn wait_ready(port: u16) {
 #[actix_web::test]
 async fn a_litellm_docs_config_loads_and_serves() {
     let mock_port = free_port();
-    let mut mock = spawn(&["mock-upstream", "--port", &mock_port.to_string()]);
+    let _mock = spawn(&["mock-upstream", "--port", &mock_port.to_string()]);
     let yaml = format!(
         r#"
 model_list:
@@ -143,21 +149,10 @@ environment_variables:
     );
     let file = config_file(&yaml);
     let port = free_port();
-    let mut gateway = Command::new(BIN)
-        .args([
-            "--config",
-            file.0.to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .env("OPENAI_API_KEY", "sk-openai")
-        .env("GROQ_API_KEY", "gsk-groq")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let gateway = spawn_with_env(
+        &["--config", file.0.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string()],
+        &[("OPENAI_API_KEY", "sk-openai"), ("GROQ_API_KEY", "gsk-groq")],
+    );
     wait_ready(port).await;
     wait_ready(mock_port).await;
     let client = reqwest::Client::new();
@@ -171,34 +166,27 @@ environment_variables:
             .unwrap();
         assert_eq!(resp.status(), 200, "{model}");
     }
-    gateway.kill().unwrap();
-    let out = gateway.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = gateway.kill();
     for warned in [
         "litellm_settings.success_callback",
         "general_settings.database_url",
         "router_settings.redis_host",
         "provider \"azure\"",
     ] {
-        assert!(
-            log.contains(warned),
-            "expected a warning about {warned}:\n{log}"
-        );
+        assert!(log.contains(warned), "expected a warning about {warned}:\n{log}");
     }
-    mock.kill().unwrap();
-    let _ = mock.wait();
 }
 
 /// SIGTERM: stop accepting, let the in-flight request finish, exit 0.
 #[actix_web::test]
 async fn sigterm_lets_in_flight_requests_finish() {
     let mock_port = free_port();
-    let mut mock = spawn(&["mock-upstream", "--port", &mock_port.to_string()]);
+    let _mock = spawn(&["mock-upstream", "--port", &mock_port.to_string()]);
     let file = config_file(&format!(
         "model_list:\n  - model_name: slow\n    litellm_params: {{model: openai/slow-1000ms, api_base: 'http://127.0.0.1:{mock_port}/v1'}}\n"
     ));
     let port = free_port();
-    let mut gateway = spawn(&[
+    let gateway = spawn(&[
         "--config",
         file.0.to_str().unwrap(),
         "--host",
@@ -219,28 +207,11 @@ async fn sigterm_lets_in_flight_requests_finish() {
             .map(|r| r.status().as_u16())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = gateway.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert_eq!(
-        request.await.unwrap().unwrap(),
-        200,
-        "the in-flight request finished"
-    );
-    let status = tokio::task::spawn_blocking(move || gateway.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let pid = gateway.pid();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(request.await.unwrap().unwrap(), 200, "the in-flight request finished");
+    let status = tokio::task::spawn_blocking(move || gateway.wait()).await.unwrap();
     assert!(status.success(), "{status:?}");
-    let refused = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/health/liveliness"))
-        .send()
-        .await;
+    let refused = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/health/liveliness")).send().await;
     assert!(refused.is_err(), "no longer accepting");
-    mock.kill().unwrap();
-    let _ = mock.wait();
-    let _ = std::io::stderr().flush();
 }

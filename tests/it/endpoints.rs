@@ -45,59 +45,25 @@ async fn chat_passes_the_body_through_and_answers_with_litellm_headers_and_cost(
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-litellm-model-group"), "gpt-4o-mini");
     assert_eq!(header(&resp, "x-litellm-model-id"), "mini-1");
-    assert_eq!(
-        header(&resp, "x-litellm-model-api-base"),
-        gw.mock.api_base()
-    );
-    assert_eq!(
-        header(&resp, "x-litellm-response-cost")
-            .parse::<f64>()
-            .unwrap(),
-        7.2e-06
-    );
+    assert_eq!(header(&resp, "x-litellm-model-api-base"), gw.mock.api_base());
+    assert_eq!(header(&resp, "x-litellm-response-cost").parse::<f64>().unwrap(), 7.2e-06);
     assert_eq!(header(&resp, "x-litellm-attempted-retries"), "0");
     assert_eq!(header(&resp, "x-litellm-attempted-fallbacks"), "0");
-    assert_eq!(
-        header(&resp, "llm_provider-x-ratelimit-remaining-requests"),
-        "9999"
-    );
+    assert_eq!(header(&resp, "llm_provider-x-ratelimit-remaining-requests"), "9999");
     assert!(uuid_like(header(&resp, "x-litellm-call-id")));
-    let total: f64 = header(&resp, "x-litellm-response-duration-ms")
-        .parse()
-        .unwrap();
-    let overhead: f64 = header(&resp, "x-litellm-overhead-duration-ms")
-        .parse()
-        .unwrap();
-    assert!(
-        overhead >= 0.0 && overhead <= total,
-        "overhead {overhead} within total {total}"
-    );
+    let total: f64 = header(&resp, "x-litellm-response-duration-ms").parse().unwrap();
+    let overhead: f64 = header(&resp, "x-litellm-overhead-duration-ms").parse().unwrap();
+    assert!(overhead >= 0.0 && overhead <= total, "overhead {overhead} within total {total}");
     let answer: Value = resp.json().await.unwrap();
-    assert_eq!(
-        answer["choices"][0]["message"]["content"],
-        "Hello from the Switchyard mock upstream, how are you?"
-    );
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello from the Switchyard mock upstream, how are you?");
     assert_eq!(answer["usage"]["prompt_tokens"], 12);
 
     let sent = gw.mock.state.requests().pop().unwrap();
-    for key in [
-        "messages",
-        "tools",
-        "tool_choice",
-        "response_format",
-        "n",
-        "logprobs",
-        "seed",
-        "user",
-        "metadata",
-    ] {
+    for key in ["messages", "tools", "tool_choice", "response_format", "n", "logprobs", "seed", "user", "metadata"] {
         assert_eq!(sent[key], body[key], "{key} passes through untouched");
     }
     assert_eq!(sent["model"], "gpt-4o-mini");
-    assert!(
-        sent.get("mock_testing_fallbacks").is_none(),
-        "gateway keys are not sent upstream"
-    );
+    assert!(sent.get("mock_testing_fallbacks").is_none(), "gateway keys are not sent upstream");
     gw.stop().await;
 }
 
@@ -109,30 +75,15 @@ fn uuid_like(s: &str) -> bool {
 async fn completions_embeddings_and_aliases() {
     let gw = start(BASIC).await;
     for path in ["/completions", "/v1/completions"] {
-        let resp = gw
-            .post(path, &json!({"model": "instruct", "prompt": "say hi"}))
-            .await;
+        let resp = gw.post(path, &json!({"model": "instruct", "prompt": "say hi"})).await;
         assert_eq!(resp.status(), 200, "{path}");
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["object"], "text_completion");
-        assert_eq!(
-            body["choices"][0]["text"],
-            "Hello from the Switchyard mock upstream, how are you?"
-        );
+        assert_eq!(body["choices"][0]["text"], "Hello from the Switchyard mock upstream, how are you?");
     }
-    let resp = gw
-        .post(
-            "/embeddings",
-            &json!({"model": "text-embedding-3-small", "input": ["a b", "c"]}),
-        )
-        .await;
+    let resp = gw.post("/embeddings", &json!({"model": "text-embedding-3-small", "input": ["a b", "c"]})).await;
     assert_eq!(resp.status(), 200);
-    assert!(
-        header(&resp, "x-litellm-response-cost")
-            .parse::<f64>()
-            .unwrap()
-            > 0.0
-    );
+    assert!(header(&resp, "x-litellm-response-cost").parse::<f64>().unwrap() > 0.0);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
     assert_eq!(body["usage"]["prompt_tokens"], 3);
@@ -154,20 +105,12 @@ async fn mock_response_in_config_and_in_the_request() {
 
     let mut req = chat_body("gpt-4o-mini");
     req["mock_response"] = json!("from the request");
-    let body: Value = gw
-        .post("/chat/completions", &req)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = gw.post("/chat/completions", &req).await.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "from the request");
 
     req["mock_response"] = json!("litellm.RateLimitError");
     error_of(gw.post("/chat/completions", &req).await, 429).await;
-    assert!(
-        gw.mock.state.requests().is_empty(),
-        "mock responses never reach the upstream"
-    );
+    assert!(gw.mock.state.requests().is_empty(), "mock responses never reach the upstream");
     gw.stop().await;
 }
 
@@ -177,22 +120,8 @@ async fn model_listing_and_info_endpoints() {
     for path in ["/models", "/v1/models"] {
         let body: Value = gw.get(path).await.json().await.unwrap();
         assert_eq!(body["object"], "list");
-        let ids: Vec<&str> = body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            ids,
-            [
-                "gpt-4o-mini",
-                "text-embedding-3-small",
-                "instruct",
-                "canned",
-                "gpt-4o-mini-alias"
-            ]
-        );
+        let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["gpt-4o-mini", "text-embedding-3-small", "instruct", "canned", "gpt-4o-mini-alias"]);
         assert_eq!(body["data"][0]["object"], "model");
     }
     let info: Value = gw.get("/model/info").await.json().await.unwrap();
@@ -200,19 +129,12 @@ async fn model_listing_and_info_endpoints() {
     assert_eq!(first["model_name"], "gpt-4o-mini");
     assert_eq!(first["model_info"]["id"], "mini-1");
     assert_eq!(first["model_info"]["input_cost_per_token"], 1.5e-07);
-    assert!(
-        first["litellm_params"].get("api_key").is_none(),
-        "keys are never shown"
-    );
+    assert!(first["litellm_params"].get("api_key").is_none(), "keys are never shown");
     assert!(!info.to_string().contains("upstream-key"));
 
     let groups: Value = gw.get("/v1/model_group/info").await.json().await.unwrap();
-    let embedding = groups["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["model_group"] == "text-embedding-3-small")
-        .unwrap();
+    let embedding =
+        groups["data"].as_array().unwrap().iter().find(|g| g["model_group"] == "text-embedding-3-small").unwrap();
     assert_eq!(embedding["mode"], "embedding");
     assert_eq!(embedding["providers"], json!(["openai"]));
     gw.stop().await;
@@ -225,48 +147,21 @@ async fn health_endpoints_and_metrics() {
         "  - model_name: broken\n    litellm_params: {model: openai/error-500, api_base: \"{mock}\"}\nrouter_settings:",
     );
     let gw = start(&yaml).await;
-    let live = gw
-        .http
-        .get(gw.url("/health/liveliness"))
-        .send()
-        .await
-        .unwrap();
+    let live = gw.http.get(gw.url("/health/liveliness")).send().await.unwrap();
     assert_eq!(live.status(), 200);
     assert_eq!(live.json::<Value>().await.unwrap(), json!("I'm alive!"));
-    let ready: Value = gw
-        .http
-        .get(gw.url("/health/readiness"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = gw.http.get(gw.url("/health/readiness")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["status"], "connected");
 
     error_of(gw.http.get(gw.url("/health")).send().await.unwrap(), 401).await;
     let health: Value = gw.get("/health").await.json().await.unwrap();
     assert_eq!(health["healthy_count"], 4, "{health}");
     assert_eq!(health["unhealthy_count"], 1, "{health}");
-    assert_eq!(
-        health["unhealthy_endpoints"][0]["model"],
-        "openai/error-500"
-    );
-    assert!(health["unhealthy_endpoints"][0]["error"]
-        .as_str()
-        .unwrap()
-        .contains("500"));
+    assert_eq!(health["unhealthy_endpoints"][0]["model"], "openai/error-500");
+    assert!(health["unhealthy_endpoints"][0]["error"].as_str().unwrap().contains("500"));
 
     assert_eq!(gw.chat("gpt-4o-mini").await.status(), 200);
-    let metrics = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for name in [
         "litellm_proxy_total_requests_metric{requested_model=\"gpt-4o-mini\",status_code=\"200\"} 1",
         "litellm_deployment_success_responses",
@@ -288,27 +183,10 @@ async fn the_master_key_is_required_in_any_litellm_header() {
     let body = chat_body("gpt-4o-mini");
     let err = error_of(gw.http.post(&url).json(&body).send().await.unwrap(), 401).await;
     assert_eq!(err["type"], "auth_error");
-    let err = error_of(
-        gw.http
-            .post(&url)
-            .bearer_auth("sk-wrong")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    let err = error_of(gw.http.post(&url).bearer_auth("sk-wrong").json(&body).send().await.unwrap(), 401).await;
     assert!(err["message"].as_str().unwrap().contains("sk-...rong"));
     for name in ["x-api-key", "api-key", "x-litellm-api-key"] {
-        let resp = gw
-            .http
-            .post(&url)
-            .header(name, KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = gw.http.post(&url).header(name, KEY).json(&body).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{name}");
     }
     error_of(gw.http.get(gw.url("/v1/models")).send().await.unwrap(), 401).await;
@@ -320,31 +198,17 @@ async fn bad_requests_get_the_openai_error_body() {
     let gw = start(BASIC).await;
     let url = gw.url("/v1/chat/completions");
     let send = |body: &'static str| {
-        gw.http
-            .post(&url)
-            .bearer_auth(KEY)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        gw.http.post(&url).bearer_auth(KEY).header("content-type", "application/json").body(body).send()
     };
 
     let err = error_of(send("{not json").await.unwrap(), 400).await;
     assert!(err["message"].as_str().unwrap().contains("Invalid JSON"));
-    let err = error_of(
-        send(r#"{"messages":[{"role":"user","content":"x"}]}"#)
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
+    let err = error_of(send(r#"{"messages":[{"role":"user","content":"x"}]}"#).await.unwrap(), 400).await;
     assert_eq!(err["param"], "model");
     let err = error_of(send(r#"{"model":"gpt-4o-mini"}"#).await.unwrap(), 400).await;
     assert_eq!(err["param"], "messages");
     let err = error_of(gw.chat("nope").await, 400).await;
-    assert!(err["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("Invalid model name passed in model=nope"));
+    assert!(err["message"].as_str().unwrap().starts_with("Invalid model name passed in model=nope"));
 
     // max_request_size_mb: 0.01 is about 10 KB.
     let big = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x".repeat(20_000)}]});
@@ -366,13 +230,7 @@ model_list:
 "#;
     let gw = start(yaml).await;
     let err = error_of(gw.chat("unprocessable").await, 422).await;
-    assert!(
-        err["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("mock upstream error 422"),
-        "{err}"
-    );
+    assert!(err["message"].as_str().unwrap().starts_with("mock upstream error 422"), "{err}");
     assert_eq!(err["type"], "invalid_request_error");
     error_of(gw.chat("unauthorized").await, 401).await;
     assert_eq!(gw.mock.state.served(), 2, "4xx are not retried");
@@ -400,19 +258,8 @@ general_settings: {master_key: sk-test, background_health_checks: true, health_c
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(gw.mock.state.served(), 2);
     let health: Value = gw.get("/health").await.json().await.unwrap();
-    assert_eq!(
-        (
-            health["healthy_count"].as_u64(),
-            health["unhealthy_count"].as_u64()
-        ),
-        (Some(1), Some(1)),
-        "{health}"
-    );
+    assert_eq!((health["healthy_count"].as_u64(), health["unhealthy_count"].as_u64()), (Some(1), Some(1)), "{health}");
     assert!(health["checked_at"].is_string());
-    assert_eq!(
-        gw.mock.state.served(),
-        2,
-        "/health answered from the background check"
-    );
+    assert_eq!(gw.mock.state.served(), 2, "/health answered from the background check");
     gw.stop().await;
 }

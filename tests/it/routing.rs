@@ -54,10 +54,7 @@ router_settings: {routing_strategy: cost-based-routing}
 "#,
     )
     .await;
-    assert_eq!(
-        count(&served_by(&gw, "g", 8).await),
-        HashMap::from([("cheap", 8)])
-    );
+    assert_eq!(count(&served_by(&gw, "g", 8).await), HashMap::from([("cheap", 8)]));
     gw.stop().await;
 }
 
@@ -81,10 +78,7 @@ router_settings: {routing_strategy: usage-based-routing-v2}
         assert_ne!(pair[0], pair[1], "{ids:?}");
     }
     // A request never fits the 1-token tpm.
-    assert_eq!(
-        count(&served_by(&gw, "tiny", 4).await),
-        HashMap::from([("roomy", 4)])
-    );
+    assert_eq!(count(&served_by(&gw, "tiny", 4).await), HashMap::from([("roomy", 4)]));
     gw.stop().await;
 }
 
@@ -102,10 +96,7 @@ router_settings: {routing_strategy: latency-based-routing}
     // Deployments without measurements are tried first; after both are measured, the fast one wins.
     served_by(&gw, "g", 4).await;
     tokio::time::sleep(Duration::from_millis(100)).await; // let the actors publish
-    assert_eq!(
-        count(&served_by(&gw, "g", 6).await),
-        HashMap::from([("fast", 6)])
-    );
+    assert_eq!(count(&served_by(&gw, "g", 6).await), HashMap::from([("fast", 6)]));
     gw.stop().await;
 }
 
@@ -184,28 +175,16 @@ router_settings: {{num_retries: 0}}
     ))
     .await;
     let err = error_of(gw.chat("slow").await, 408).await;
-    assert!(
-        err["message"].as_str().unwrap().starts_with("Timeout"),
-        "{err}"
-    );
+    assert!(err["message"].as_str().unwrap().starts_with("Timeout"), "{err}");
     // The request's own timeout wins over the deployment's.
     let mut body = chat_body("slow");
     body["timeout"] = json!(0.1);
     error_of(gw.post("/v1/chat/completions", &body).await, 408).await;
     error_of(gw.chat("reset").await, 502).await;
     let err = error_of(gw.chat("malformed").await, 502).await;
-    assert!(
-        err["message"].as_str().unwrap().contains("invalid JSON"),
-        "{err}"
-    );
+    assert!(err["message"].as_str().unwrap().contains("invalid JSON"), "{err}");
     let err = error_of(gw.chat("dead").await, 502).await;
-    assert!(
-        err["message"]
-            .as_str()
-            .unwrap()
-            .contains("deployments tried"),
-        "{err}"
-    );
+    assert!(err["message"].as_str().unwrap().contains("deployments tried"), "{err}");
     gw.stop().await;
 }
 
@@ -226,19 +205,8 @@ router_settings: {allowed_fails: 0, cooldown_time: 1, num_retries: 1}
     assert_eq!(header(&resp, "x-litellm-model-id"), "backup");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(served_by(&gw, "g", 3).await, ["backup", "backup", "backup"]);
-    let metrics = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("litellm_deployment_cooled_down{"),
-        "{metrics}"
-    );
+    let metrics = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("litellm_deployment_cooled_down{"), "{metrics}");
     // After cooldown_time the preferred deployment takes traffic again (and now succeeds).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(served_by(&gw, "g", 2).await, ["primary", "primary"]);
@@ -258,13 +226,7 @@ router_settings: {num_retries: 0, cooldown_time: 30}
     error_of(gw.chat("g").await, 401).await; // 401 cools down at once
     tokio::time::sleep(Duration::from_millis(100)).await;
     let err = error_of(gw.chat("g").await, 429).await;
-    assert!(
-        err["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("No deployments available"),
-        "{err}"
-    );
+    assert!(err["message"].as_str().unwrap().starts_with("No deployments available"), "{err}");
     assert_eq!(gw.mock.state.served(), 1);
     gw.stop().await;
 }
@@ -291,39 +253,20 @@ router_settings:
 async fn fallback_group(gw: &crate::support::Gateway, body: Value) -> (String, String) {
     let resp = gw.post("/v1/chat/completions", &body).await;
     assert_eq!(resp.status(), 200, "{}", body["model"]);
-    (
-        header(&resp, "x-litellm-model-group").to_string(),
-        header(&resp, "x-litellm-attempted-fallbacks").to_string(),
-    )
+    (header(&resp, "x-litellm-model-group").to_string(), header(&resp, "x-litellm-attempted-fallbacks").to_string())
 }
 
 #[actix_web::test]
 async fn every_kind_of_fallback() {
     let gw = start(FALLBACKS).await;
-    assert_eq!(
-        fallback_group(&gw, chat_body("broken")).await,
-        ("healthy".into(), "1".into())
-    );
-    assert_eq!(
-        fallback_group(&gw, chat_body("short")).await,
-        ("long".into(), "1".into())
-    );
-    assert_eq!(
-        fallback_group(&gw, chat_body("strict")).await,
-        ("lenient".into(), "1".into())
-    );
-    assert_eq!(
-        fallback_group(&gw, chat_body("lonely")).await,
-        ("healthy".into(), "1".into()),
-        "default_fallbacks"
-    );
+    assert_eq!(fallback_group(&gw, chat_body("broken")).await, ("healthy".into(), "1".into()));
+    assert_eq!(fallback_group(&gw, chat_body("short")).await, ("long".into(), "1".into()));
+    assert_eq!(fallback_group(&gw, chat_body("strict")).await, ("lenient".into(), "1".into()));
+    assert_eq!(fallback_group(&gw, chat_body("lonely")).await, ("healthy".into(), "1".into()), "default_fallbacks");
     // Pre-call check: the prompt does not fit max_input_tokens, so the context-window list applies.
     let mut long_prompt = chat_body("small");
     long_prompt["messages"][0]["content"] = json!("word ".repeat(50));
-    assert_eq!(
-        fallback_group(&gw, long_prompt).await,
-        ("long".into(), "1".into())
-    );
+    assert_eq!(fallback_group(&gw, long_prompt).await, ("long".into(), "1".into()));
     // mock_testing_fallbacks fails the first group without calling it.
     let mut mocked = chat_body("healthy");
     mocked["mock_testing_fallbacks"] = json!(true);
@@ -332,20 +275,14 @@ async fn every_kind_of_fallback() {
     error_of(resp, 500).await;
     let mut mocked = chat_body("broken");
     mocked["mock_testing_fallbacks"] = json!(true);
-    assert_eq!(
-        fallback_group(&gw, mocked).await,
-        ("healthy".into(), "1".into())
+    assert_eq!(fallback_group(&gw, mocked).await, ("healthy".into(), "1".into()));
+    let metrics = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(
+            "litellm_deployment_successful_fallbacks{fallback_model=\"healthy\",requested_model=\"broken\"} 2"
+        ),
+        "{metrics}"
     );
-    let metrics = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("litellm_deployment_successful_fallbacks{fallback_model=\"healthy\",requested_model=\"broken\"} 2"), "{metrics}");
     gw.stop().await;
 }
 

@@ -31,39 +31,25 @@ fn content(payloads: &[String]) -> String {
     payloads
         .iter()
         .filter_map(|p| serde_json::from_str::<Value>(p).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
         .collect()
 }
 
 #[actix_web::test]
 async fn usage_is_stripped_unless_asked_for_but_always_requested_upstream() {
     let gw = start(STREAMS).await;
-    let resp = gw
-        .post("/v1/chat/completions", &stream_body("g", None))
-        .await;
+    let resp = gw.post("/v1/chat/completions", &stream_body("g", None)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "content-type"), "text/event-stream");
     assert!(!header(&resp, "x-litellm-call-id").is_empty());
     let payloads = sse_payloads(&resp.text().await.unwrap());
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
-    assert_eq!(
-        content(&payloads),
-        "Hello from the Switchyard mock upstream, how are you?"
-    );
-    assert!(
-        payloads.iter().all(|p| !p.contains("\"usage\":{")),
-        "no usage chunk: {payloads:?}"
-    );
+    assert_eq!(content(&payloads), "Hello from the Switchyard mock upstream, how are you?");
+    assert!(payloads.iter().all(|p| !p.contains("\"usage\":{")), "no usage chunk: {payloads:?}");
     let sent = gw.mock.state.requests().pop().unwrap();
     assert_eq!(sent["stream_options"]["include_usage"], true);
 
-    let resp = gw
-        .post("/v1/chat/completions", &stream_body("g", Some(true)))
-        .await;
+    let resp = gw.post("/v1/chat/completions", &stream_body("g", Some(true))).await;
     let payloads = sse_payloads(&resp.text().await.unwrap());
     let usage: Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
     assert_eq!(usage["choices"], json!([]));
@@ -71,19 +57,8 @@ async fn usage_is_stripped_unless_asked_for_but_always_requested_upstream() {
 
     // The gateway counted the tokens of both streams, usage asked for or not.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let metrics = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("litellm_output_tokens{model=\"g\",requested_model=\"g\"} 18"),
-        "{metrics}"
-    );
+    let metrics = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("litellm_output_tokens{model=\"g\",requested_model=\"g\"} 18"), "{metrics}");
     gw.stop().await;
 }
 
@@ -91,9 +66,7 @@ async fn usage_is_stripped_unless_asked_for_but_always_requested_upstream() {
 async fn chunks_are_forwarded_before_the_upstream_finishes() {
     let gw = start(STREAMS).await;
     // The upstream sends its first chunk and then nothing: a buffering proxy would never answer.
-    let resp = gw
-        .post("/v1/chat/completions", &stream_body("stalling", None))
-        .await;
+    let resp = gw.post("/v1/chat/completions", &stream_body("stalling", None)).await;
     let mut body = resp.bytes_stream();
     let first = tokio::time::timeout(Duration::from_secs(10), body.next())
         .await
@@ -101,19 +74,14 @@ async fn chunks_are_forwarded_before_the_upstream_finishes() {
         .unwrap()
         .unwrap();
     let text = String::from_utf8_lossy(&first);
-    assert!(
-        text.starts_with("data: {") && text.contains("chat.completion.chunk"),
-        "{text}"
-    );
+    assert!(text.starts_with("data: {") && text.contains("chat.completion.chunk"), "{text}");
     gw.stop().await;
 }
 
 #[actix_web::test]
 async fn a_client_that_goes_away_cancels_the_upstream_call() {
     let gw = start(STREAMS).await;
-    let resp = gw
-        .post("/v1/chat/completions", &stream_body("slow-stream", None))
-        .await;
+    let resp = gw.post("/v1/chat/completions", &stream_body("slow-stream", None)).await;
     let mut body = resp.bytes_stream();
     body.next().await.unwrap().unwrap();
     drop(body);
@@ -125,19 +93,14 @@ async fn a_client_that_goes_away_cancels_the_upstream_call() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        cut, 1,
-        "the upstream stream was closed when the client left"
-    );
+    assert_eq!(cut, 1, "the upstream stream was closed when the client left");
     gw.stop().await;
 }
 
 #[actix_web::test]
 async fn a_silent_upstream_stream_ends_with_a_timeout_error_event() {
     let gw = start(STREAMS).await;
-    let resp = gw
-        .post("/v1/chat/completions", &stream_body("quiet", None))
-        .await;
+    let resp = gw.post("/v1/chat/completions", &stream_body("quiet", None)).await;
     let payloads = sse_payloads(&resp.text().await.unwrap());
     let last: Value = serde_json::from_str(payloads.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "408", "{payloads:?}");
@@ -147,12 +110,7 @@ async fn a_silent_upstream_stream_ends_with_a_timeout_error_event() {
 #[actix_web::test]
 async fn legacy_completions_stream_too() {
     let gw = start(STREAMS).await;
-    let resp = gw
-        .post(
-            "/completions",
-            &json!({"model": "text", "prompt": "hi", "stream": true}),
-        )
-        .await;
+    let resp = gw.post("/completions", &json!({"model": "text", "prompt": "hi", "stream": true})).await;
     let payloads = sse_payloads(&resp.text().await.unwrap());
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
     let text: String = payloads
@@ -160,9 +118,6 @@ async fn legacy_completions_stream_too() {
         .filter_map(|p| serde_json::from_str::<Value>(p).ok())
         .filter_map(|v| v["choices"][0]["text"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(
-        text,
-        "Hello from the Switchyard mock upstream, how are you?"
-    );
+    assert_eq!(text, "Hello from the Switchyard mock upstream, how are you?");
     gw.stop().await;
 }

@@ -29,28 +29,15 @@ pub async fn start_with_mock(yaml: &str, mock: MockUpstream) -> Gateway {
     if !yaml.contains("general_settings") {
         yaml.push_str(&format!("\ngeneral_settings:\n  master_key: {KEY}\n"));
     }
-    let config = Config::from_yaml(&yaml, &|_| None)
-        .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
+    let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let opts = ServeOptions {
-        workers: Some(2),
-        graceful_timeout: Duration::from_secs(1),
-        handle_signals: false,
-    };
+    let opts = ServeOptions { workers: Some(2), graceful_timeout: Duration::from_secs(1), handle_signals: false };
     let running = server::start(&config, listener, &opts).unwrap();
     let server = running.server.handle();
     actix_web::rt::spawn(running.server);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    Gateway {
-        base: format!("http://{addr}"),
-        http,
-        mock,
-        server,
-    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    Gateway { base: format!("http://{addr}"), http, mock, server }
 }
 
 impl Gateway {
@@ -59,22 +46,11 @@ impl Gateway {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+        self.http.post(self.url(path)).bearer_auth(KEY).json(body).send().await.unwrap()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
+        self.http.get(self.url(path)).bearer_auth(KEY).send().await.unwrap()
     }
 
     pub async fn chat(&self, model: &str) -> reqwest::Response {
@@ -92,11 +68,7 @@ pub fn chat_body(model: &str) -> Value {
 }
 
 pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
-    resp.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("missing header {name}"))
-        .to_str()
-        .unwrap()
+    resp.headers().get(name).unwrap_or_else(|| panic!("missing header {name}")).to_str().unwrap()
 }
 
 /// Asserts the OpenAI error body and returns its `message`.
@@ -104,30 +76,15 @@ pub async fn error_of(resp: reqwest::Response, status: u16) -> Value {
     assert_eq!(resp.status().as_u16(), status, "status");
     let body: Value = resp.json().await.unwrap();
     let err = &body["error"];
-    assert!(
-        err["message"].is_string(),
-        "error body without message: {body}"
-    );
-    assert!(
-        err.get("type").is_some() && err.get("param").is_some(),
-        "error body shape: {body}"
-    );
-    assert_eq!(
-        err["code"],
-        json!(status.to_string()),
-        "code is the status as a string: {body}"
-    );
+    assert!(err["message"].is_string(), "error body without message: {body}");
+    assert!(err.get("type").is_some() && err.get("param").is_some(), "error body shape: {body}");
+    assert_eq!(err["code"], json!(status.to_string()), "code is the status as a string: {body}");
     err.clone()
 }
 
 /// The SSE `data:` payloads of a streamed answer, in order.
 pub fn sse_payloads(text: &str) -> Vec<String> {
     text.split("\n\n")
-        .filter_map(|event| {
-            event
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .map(str::to_string)
-        })
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string))
         .collect()
 }
