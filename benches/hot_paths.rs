@@ -48,11 +48,7 @@ fn candidates() -> Vec<Candidate> {
 
 fn bench_select(c: &mut Criterion) {
     let cands = candidates();
-    let need = Need {
-        stream: false,
-        input_tokens: 120,
-        enforce_limits: false,
-    };
+    let need = Need { stream: false, input_tokens: 120, enforce_limits: false };
     let mut group = c.benchmark_group("select/8_candidates");
     for (name, strategy) in [
         ("simple-shuffle", Strategy::SimpleShuffle),
@@ -62,19 +58,14 @@ fn bench_select(c: &mut Criterion) {
         ("cost-based", Strategy::CostBased),
     ] {
         let mut rng = StdRng::seed_from_u64(7);
-        group.bench_function(name, |b| {
-            b.iter(|| select(strategy, black_box(&cands), black_box(&need), 0.1, &mut rng))
-        });
+        group.bench_function(name, |b| b.iter(|| select(strategy, black_box(&cands), black_box(&need), 0.1, &mut rng)));
     }
     group.finish();
 }
 
 /// The raw bytes of a 30-chunk chat stream followed by `data: [DONE]`.
 fn stream_bytes() -> (Vec<u8>, usize) {
-    let content = (1..=27)
-        .map(|i| format!("word{i}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let content = (1..=27).map(|i| format!("word{i}")).collect::<Vec<_>>().join(" ");
     let usage = mock::usage(24, 27);
     let payloads = mock::chat_stream_payloads(
         "chatcmpl-0123456789abcdef0123456789abcdef",
@@ -112,10 +103,7 @@ fn bench_sse(c: &mut Criterion) {
         let mut v = Vec::new();
         let mut rest = &bytes[..];
         while !rest.is_empty() {
-            let end = rest
-                .windows(2)
-                .position(|w| w == b"\n\n")
-                .map_or(rest.len(), |i| i + 2);
+            let end = rest.windows(2).position(|w| w == b"\n\n").map_or(rest.len(), |i| i + 2);
             v.push(&rest[..end]);
             rest = &rest[end..];
         }
@@ -126,12 +114,8 @@ fn bench_sse(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("sse/30_chunk_stream");
     group.throughput(Throughput::Bytes(bytes.len() as u64));
-    group.bench_function("split/one_event_per_read", |b| {
-        b.iter(|| split_all(black_box(&per_event), events))
-    });
-    group.bench_function("split/128_byte_reads", |b| {
-        b.iter(|| split_all(black_box(&small), events))
-    });
+    group.bench_function("split/one_event_per_read", |b| b.iter(|| split_all(black_box(&per_event), events)));
+    group.bench_function("split/128_byte_reads", |b| b.iter(|| split_all(black_box(&small), events)));
     group.bench_function("split+event_data/one_event_per_read", |b| {
         b.iter(|| {
             let mut s = EventSplitter::default();
@@ -149,12 +133,7 @@ fn bench_sse(c: &mut Criterion) {
 }
 
 fn bench_response(c: &mut Criterion) {
-    let usage = TokenUsage {
-        prompt_tokens: 24,
-        completion_tokens: 60,
-        total_tokens: 84,
-        ..TokenUsage::default()
-    };
+    let usage = TokenUsage { prompt_tokens: 24, completion_tokens: 60, total_tokens: 84, ..TokenUsage::default() };
     let typical = mock::chat_completion(
         "chatcmpl-0123456789abcdef0123456789abcdef",
         "gpt-4o-mini-2024-07-18",
@@ -173,24 +152,14 @@ fn bench_response(c: &mut Criterion) {
     for (name, body) in [("typical", &typical), ("long", &long)] {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_with_input(BenchmarkId::new(name, body.len()), body, |b, body| {
-            b.iter(|| {
-                ResponseView::parse(black_box(body.as_bytes()))
-                    .ok()
-                    .and_then(ResponseView::usage)
-            })
+            b.iter(|| ResponseView::parse(black_box(body.as_bytes())).ok().and_then(ResponseView::usage))
         });
     }
     group.finish();
 }
 
 fn bench_cost(c: &mut Criterion) {
-    let plain = Price {
-        input: 1.5e-7,
-        output: 6e-7,
-        cache_read: None,
-        cache_write: None,
-        reasoning: None,
-    };
+    let plain = Price { input: 1.5e-7, output: 6e-7, cache_read: None, cache_write: None, reasoning: None };
     let full = Price {
         input: 1.1e-6,
         output: 4.4e-6,
@@ -207,12 +176,8 @@ fn bench_cost(c: &mut Criterion) {
         reasoning_tokens: 200,
     };
     let mut group = c.benchmark_group("cost");
-    group.bench_function("plain", |b| {
-        b.iter(|| black_box(&plain).cost(black_box(&u)))
-    });
-    group.bench_function("cache+reasoning", |b| {
-        b.iter(|| black_box(&full).cost(black_box(&u)))
-    });
+    group.bench_function("plain", |b| b.iter(|| black_box(&plain).cost(black_box(&u))));
+    group.bench_function("cache+reasoning", |b| b.iter(|| black_box(&full).cost(black_box(&u))));
     group.finish();
 }
 
@@ -227,17 +192,8 @@ fn bench_prompt_len(c: &mut Criterion) {
             {"role":"user","content":"Thanks. Now list three rivers in each country."}]}"#,
     )
     .unwrap_or_default();
-    c.bench_function("prompt_len/6_messages", |b| {
-        b.iter(|| prompt_len(black_box(&body)))
-    });
+    c.bench_function("prompt_len/6_messages", |b| b.iter(|| prompt_len(black_box(&body))));
 }
 
-criterion_group!(
-    benches,
-    bench_select,
-    bench_sse,
-    bench_response,
-    bench_cost,
-    bench_prompt_len
-);
+criterion_group!(benches, bench_select, bench_sse, bench_response, bench_cost, bench_prompt_len);
 criterion_main!(benches);

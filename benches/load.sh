@@ -257,7 +257,7 @@ model_list:
 general_settings: {master_key: $KEY}
 EOF
     "$BIN" --config "$TMP/gateway.yaml" --host 127.0.0.1 --port "$2" --num_workers "$1" \
-        --graceful_timeout 1 >"$TMP/gw-w$1.log" 2>&1 &
+        --graceful-timeout 1 >"$TMP/gw-w$1.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
     wait_listening "$2" "$GW_PID" "gw-w$1"
