@@ -55,6 +55,8 @@ pub fn upstream_client() -> reqwest::Result<reqwest::Client> {
         .tcp_nodelay(true)
         .tcp_keepalive(Duration::from_secs(60))
         .connect_timeout(Duration::from_secs(10))
+        // An API call that redirects is an error to show, not to follow.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
         .build()
 }

@@ -13,7 +13,7 @@ use serde_yaml_ng::Value;
 use sha2::{Digest, Sha256};
 
 use crate::failure::ClassMap;
-use crate::providers::{self, ProviderSpec};
+use crate::providers::{self, EndpointUrls, ProviderSpec};
 use raw::{AliasTarget, Extra, RawConfig, RawDeployment, RouterKeys};
 
 pub use raw::parse_duration;
@@ -104,6 +104,8 @@ pub struct DeploymentConfig {
     pub upstream_model: String,
     pub api_key: Option<SecretString>,
     pub api_base: String,
+    /// `api_base` + each endpoint's path, parsed once.
+    pub urls: EndpointUrls,
     pub api_version: Option<String>,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
@@ -427,6 +429,8 @@ impl Validator<'_> {
             provider,
             upstream_model: upstream_model.to_string(),
             api_key: api_key.map(SecretString::from),
+            urls: EndpointUrls::new(provider.adapter, &api_base)
+                .map_err(|e| ConfigError::invalid(at("litellm_params.api_base"), e))?,
             api_base: api_base.trim_end_matches('/').to_string(),
             api_version: p.api_version,
             rpm: p.rpm,

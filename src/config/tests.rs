@@ -68,6 +68,9 @@ fn errors_name_the_field_path() {
     assert!(error_of("model_list:\n  - {model_name: a, litellm_params: {model: hosted_vllm/llama}}\n")
         .starts_with("model_list[0].litellm_params.api_base"));
     assert!(error_of("model_list:\n  - {model_name: a}\n").contains("litellm_params"));
+    let bad_base =
+        error_of("model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o, api_base: \"ftp://x\"}}\n");
+    assert!(bad_base.starts_with("model_list[0].litellm_params.api_base") && bad_base.contains("scheme"), "{bad_base}");
     assert!(
         error_of("general_settings: {max_request_size_mb: 0}\n").starts_with("general_settings.max_request_size_mb")
     );

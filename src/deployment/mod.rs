@@ -10,7 +10,7 @@ pub mod health;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
@@ -26,6 +26,12 @@ pub use health::{Health, HealthPolicy, HealthSnapshot, Outcome, State, Transitio
 
 /// Reports queued for one deployment before new ones are dropped (and counted).
 const MAILBOX_CAPACITY: usize = 16_384;
+/// How often the actor folds in the successes reported since the last tick. Successes are
+/// batched so that a request does not wake the actor's thread; failures are sent at once,
+/// because they decide cooldowns.
+const SUCCESS_BATCH_INTERVAL: Duration = Duration::from_millis(50);
+/// Successes buffered between ticks before new ones are dropped (and counted).
+const MAX_PENDING_SUCCESSES: usize = 100_000;
 
 /// The actor that owns one deployment's health.
 pub struct Deployment {
@@ -40,6 +46,11 @@ impl Actor for Deployment {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(SUCCESS_BATCH_INTERVAL, |act, _| {
+            if act.fold_successes() {
+                act.publish();
+            }
+        });
         self.publish();
     }
 }
@@ -61,6 +72,8 @@ impl Handler<ReportOutcome> for Deployment {
     type Result = ();
 
     fn handle(&mut self, msg: ReportOutcome, ctx: &mut Self::Context) {
+        // Successes reported before this outcome count first (the failure-rate rule needs them).
+        self.fold_successes();
         let transition = self.health.record(msg.at, &msg.outcome, &self.policy);
         self.publish();
         let (entered, until) = match transition {
@@ -100,6 +113,18 @@ impl Handler<Stop> for Deployment {
 }
 
 impl Deployment {
+    /// Records the successes buffered since the last tick; true when there were any.
+    fn fold_successes(&mut self) -> bool {
+        let batch = match self.handle.inner.pending_successes.lock() {
+            Ok(mut pending) if !pending.is_empty() => std::mem::take(&mut *pending),
+            _ => return false,
+        };
+        for (at, outcome) in &batch {
+            self.health.record(*at, outcome, &self.policy);
+        }
+        true
+    }
+
     fn publish(&mut self) {
         let snapshot = self.health.snapshot(Instant::now(), &self.policy);
         self.metrics.deployment_state(self.handle.config(), snapshot.state);
@@ -128,6 +153,7 @@ impl Deployment {
                 rpm,
                 usage: MinuteUsage::default(),
                 health: ArcSwap::from_pointee(HealthSnapshot::healthy()),
+                pending_successes: Mutex::new(Vec::new()),
                 addr: ctx.address(),
                 metrics: metrics.clone(),
             }),
@@ -187,6 +213,8 @@ struct Inner {
     rpm: Option<DefaultDirectRateLimiter>,
     usage: MinuteUsage,
     health: ArcSwap<HealthSnapshot>,
+    /// Successes waiting for the actor's next tick.
+    pending_successes: Mutex<Vec<(Instant, Outcome)>>,
     addr: Addr<Deployment>,
     metrics: Arc<Metrics>,
 }
@@ -248,9 +276,21 @@ impl DeploymentHandle {
         self.inner.usage.add(0, tokens);
     }
 
-    /// Hands an outcome to the actor; never waits. A full mailbox drops the report (counted).
+    /// Hands an outcome to the actor; never waits. Successes are buffered for the actor's next tick,
+    /// failures sent at once; a full buffer or mailbox drops the report (counted).
     pub fn report(&self, outcome: Outcome) {
-        if self.inner.addr.try_send(ReportOutcome { outcome, at: Instant::now() }).is_err() {
+        let at = Instant::now();
+        if let Outcome::Success { .. } = outcome {
+            if let Ok(mut pending) = self.inner.pending_successes.lock() {
+                if pending.len() < MAX_PENDING_SUCCESSES {
+                    pending.push((at, outcome));
+                    return;
+                }
+            }
+            self.inner.metrics.health_report_dropped();
+            return;
+        }
+        if self.inner.addr.try_send(ReportOutcome { outcome, at }).is_err() {
             self.inner.metrics.health_report_dropped();
             tracing::debug!(deployment = %self.id(), "health report dropped: mailbox full");
         }

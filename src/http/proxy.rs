@@ -50,7 +50,7 @@ struct Trace {
 
 async fn proxy(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>, endpoint: Endpoint) -> HttpResponse {
     let mut trace = Trace {
-        call_id: uuid::Uuid::new_v4().to_string(),
+        call_id: uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(),
         started: Instant::now(),
         requested_model: String::new(),
         group: None,

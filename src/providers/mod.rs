@@ -53,9 +53,13 @@ impl Endpoint {
 
 /// One upstream wire format.
 pub trait Provider: Send + Sync + 'static {
-    /// The HTTP request for `endpoint` on deployment `d`: URL and auth; the body is added by the
-    /// caller after [`Provider::transform_request`].
-    fn request(&self, client: &reqwest::Client, d: &DeploymentConfig, endpoint: Endpoint) -> reqwest::RequestBuilder;
+    /// The upstream URL of `endpoint` under `api_base`; parsed once, when the config is read.
+    fn endpoint_url(&self, api_base: &str, endpoint: Endpoint) -> String {
+        format!("{}{}", api_base.trim_end_matches('/'), endpoint.path())
+    }
+
+    /// Adds the deployment's credentials to an upstream request.
+    fn authorize(&self, request: reqwest::RequestBuilder, d: &DeploymentConfig) -> reqwest::RequestBuilder;
 
     /// The upstream request body for an OpenAI-shaped `body`, with `overrides` replacing (or
     /// adding) top-level keys. By default the body is OpenAI's with the upstream model name,
@@ -161,6 +165,40 @@ fn is_provider_prefix(prefix: &str) -> bool {
         )
 }
 
+/// A deployment's upstream URL per endpoint, parsed once.
+#[derive(Debug, Clone)]
+pub struct EndpointUrls {
+    chat_completions: reqwest::Url,
+    completions: reqwest::Url,
+    embeddings: reqwest::Url,
+}
+
+impl EndpointUrls {
+    pub fn new(adapter: &dyn Provider, api_base: &str) -> Result<Self, String> {
+        let parse = |endpoint: Endpoint| {
+            let url = adapter.endpoint_url(api_base, endpoint);
+            let parsed = reqwest::Url::parse(&url).map_err(|e| format!("not a valid URL ({url}): {e}"))?;
+            match parsed.scheme() {
+                "http" | "https" => Ok(parsed),
+                other => Err(format!("unsupported scheme {other:?} in {url}")),
+            }
+        };
+        Ok(Self {
+            chat_completions: parse(Endpoint::ChatCompletions)?,
+            completions: parse(Endpoint::Completions)?,
+            embeddings: parse(Endpoint::Embeddings)?,
+        })
+    }
+
+    pub fn get(&self, endpoint: Endpoint) -> &reqwest::Url {
+        match endpoint {
+            Endpoint::ChatCompletions => &self.chat_completions,
+            Endpoint::Completions => &self.completions,
+            Endpoint::Embeddings => &self.embeddings,
+        }
+    }
+}
+
 /// An upstream's successful answer.
 pub struct UpstreamReply {
     pub headers: HeaderMap,
@@ -188,8 +226,10 @@ pub async fn call(
     let payload = adapter
         .encode_request(d, body, overrides)
         .map_err(|e| UpstreamFailure::new(FailureKind::Malformed, e.to_string()))?;
-    let request =
-        adapter.request(client, d, endpoint).header(reqwest::header::CONTENT_TYPE, "application/json").body(payload);
+    let request = adapter
+        .authorize(client.post(d.urls.get(endpoint).clone()), d)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(payload);
     let deadline = tokio::time::Instant::now() + timeout;
     let response = tokio::time::timeout_at(deadline, request.send())
         .await

@@ -3,19 +3,17 @@
 use reqwest::RequestBuilder;
 use secrecy::ExposeSecret;
 
-use super::{Endpoint, Provider, ProviderSpec};
+use super::{Provider, ProviderSpec};
 use crate::config::DeploymentConfig;
 
 /// The adapter for OpenAI and the OpenAI-compatible family.
 pub struct OpenAi;
 
 impl Provider for OpenAi {
-    fn request(&self, client: &reqwest::Client, d: &DeploymentConfig, endpoint: Endpoint) -> RequestBuilder {
-        let url = format!("{}{}", d.api_base, endpoint.path());
-        let req = client.post(url);
+    fn authorize(&self, request: RequestBuilder, d: &DeploymentConfig) -> RequestBuilder {
         match &d.api_key {
-            Some(key) => req.bearer_auth(key.expose_secret()),
-            None => req,
+            Some(key) => request.bearer_auth(key.expose_secret()),
+            None => request,
         }
     }
 }
