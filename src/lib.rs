@@ -12,6 +12,8 @@
 //! - [`providers`]: one adapter per upstream wire format (OpenAI and its compatible family).
 //! - [`openai`]: the OpenAI wire types the gateway reads, SSE splitting, mock answers.
 //! - [`failure`]: upstream failures and LiteLLM's error classes.
+//! - [`events`]: request/response/deployment events, published off the request path to Kafka
+//!   or to the embedded durable log, with a disk spool in front of Kafka.
 //! - [`cost`]: the price map (LiteLLM's format) and per-call cost.
 //! - [`metrics`]: Prometheus metrics under LiteLLM's names.
 //! - [`error`]: the one error type clients see, rendered as OpenAI's error body.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod cost;
 pub mod deployment;
 pub mod error;
+pub mod events;
 pub mod failure;
 pub mod http;
 pub mod metrics;

@@ -27,8 +27,23 @@ struct Cli {
 enum Command {
     /// Serve the gateway (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// Print the event stream (request, response and deployment events), one JSON per line.
+    Tail(TailArgs),
     /// Run a mock OpenAI-compatible upstream (for trying the gateway without API keys).
     MockUpstream(MockArgs),
+}
+
+#[derive(Args)]
+struct TailArgs {
+    /// The gateway's config.yaml (its `event_log` section says where the events are).
+    #[arg(long, short = 'c', env = "SWITCHYARD_CONFIG")]
+    config: PathBuf,
+    /// Keep printing new events as they arrive.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Only events of this type.
+    #[arg(long = "type", value_parser = ["request", "response", "deployment"])]
+    kind: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -70,6 +85,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Tail(args)) => tail(args),
         Some(Command::MockUpstream(args)) => mock_upstream(args),
         None => serve(cli.serve),
     };
@@ -93,13 +109,20 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         handle_signals: true,
     };
     actix_web::rt::System::new().block_on(async move {
-        let running = server::start(&config, listener, &opts).map_err(|e| e.to_string())?;
+        let mut running = server::start(&config, listener, &opts).map_err(|e| e.to_string())?;
         tracing::info!(host = %args.host, port = args.port, deployments = config.deployments.len(), "switchyard listening");
-        let result = running.server.await.map_err(|e| e.to_string());
-        running.router.shutdown();
+        let result = (&mut running.server).await.map_err(|e| e.to_string());
+        tracing::info!("HTTP server stopped; flushing events");
+        running.shut_down(Duration::from_secs(10));
         tracing::info!("switchyard stopped");
         result
     })
+}
+
+fn tail(args: TailArgs) -> Result<(), String> {
+    let config = Config::load(&args.config).map_err(|e| format!("invalid config {}: {e}", args.config.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(switchyard::events::tail::tail(&config.event_log, args.follow, args.kind.as_deref()))
 }
 
 fn mock_upstream(args: MockArgs) -> Result<(), String> {

@@ -227,6 +227,11 @@ impl Metrics {
         self.health_reports_dropped.inc();
     }
 
+    /// The registry, for other parts (the event log) to register their metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -9,6 +9,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::config::Config;
 use crate::cost::{PriceMap, PriceMapError};
+use crate::events::{EventLogError, EventMetrics, EventSink};
 use crate::http::{self, Gateway};
 use crate::metrics::Metrics;
 use crate::router::RouterHandle;
@@ -38,12 +39,25 @@ pub enum StartError {
     Client(#[from] reqwest::Error),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    #[error(transparent)]
+    EventLog(#[from] EventLogError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A running gateway.
 pub struct Running {
     pub server: Server,
     pub router: RouterHandle,
+    pub events: EventSink,
+}
+
+impl Running {
+    /// After the HTTP server has stopped: stop the actors, then deliver or spool queued events.
+    pub fn shut_down(self, timeout: Duration) {
+        self.router.shutdown();
+        self.events.shutdown(timeout);
+    }
 }
 
 /// The pooled upstream client: keep-alive connections reused across requests, HTTP/2 where the
@@ -71,13 +85,9 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
         None => PriceMap::bundled(),
     };
     let metrics = Arc::new(Metrics::new());
-    let router = RouterHandle::start(config, &prices, upstream_client()?, metrics.clone());
-    let gateway = web::Data::new(Gateway::new(
-        router.clone(),
-        metrics,
-        config.general.master_key.as_ref(),
-        config.general.max_request_size_bytes,
-    ));
+    let events = EventSink::start(&config.event_log, EventMetrics::register(metrics.registry())?)?;
+    let router = RouterHandle::start(config, &prices, upstream_client()?, metrics.clone(), events.clone());
+    let gateway = web::Data::new(Gateway::new(router.clone(), metrics, events.clone(), &config.general));
     let mut server = HttpServer::new(move || {
         App::new().app_data(gateway.clone()).configure(http::configure).default_service(web::to(http::not_found))
     })
@@ -91,5 +101,5 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
         server = server.disable_signals();
     }
     let server = server.listen(listener)?.run();
-    Ok(Running { server, router })
+    Ok(Running { server, router, events })
 }

@@ -12,9 +12,11 @@ use secrecy::SecretString;
 use serde_yaml_ng::Value;
 use sha2::{Digest, Sha256};
 
+use crate::events::log::FsyncPolicy;
+use crate::events::{EventLogConfig, KafkaConfig};
 use crate::failure::ClassMap;
 use crate::providers::{self, EndpointUrls, ProviderSpec};
-use raw::{AliasTarget, Extra, RawConfig, RawDeployment, RouterKeys};
+use raw::{AliasTarget, EventLogSection, Extra, RawConfig, RawDeployment, RouterKeys};
 
 pub use raw::parse_duration;
 
@@ -41,6 +43,7 @@ pub struct Config {
     pub general: GeneralSettings,
     /// A user-supplied price map replacing the bundled one.
     pub model_cost_map_path: Option<String>,
+    pub event_log: EventLogConfig,
     /// One line per LiteLLM key that was accepted but is not implemented.
     pub warnings: Vec<String>,
 }
@@ -359,12 +362,88 @@ impl Validator<'_> {
             background_health_checks: g.background_health_checks.unwrap_or(false),
             health_check_interval: g.health_check_interval.unwrap_or(Duration::from_secs(300)),
         };
+        let event_log = self.event_log(raw.event_log.unwrap_or_default())?;
         Ok(Config {
             deployments,
             router,
             general,
             model_cost_map_path: raw.pricing.and_then(|p| p.model_cost_map_path),
+            event_log,
             warnings: self.warnings,
+        })
+    }
+
+    /// `event_log`, with `SWITCHYARD_KAFKA_BOOTSTRAP_SERVERS` and `SWITCHYARD_EVENT_LOG_PATH`
+    /// overriding the file, so one file serves every environment.
+    fn event_log(&self, section: EventLogSection) -> Result<EventLogConfig, ConfigError> {
+        let bootstrap_env = (self.env)("SWITCHYARD_KAFKA_BOOTSTRAP_SERVERS").filter(|s| !s.is_empty());
+        let kafka = match (section.kafka, bootstrap_env) {
+            (None, None) => None,
+            (kafka, env) => {
+                let k = kafka.unwrap_or_default();
+                let bootstrap_servers = env.or(k.bootstrap_servers).filter(|s| !s.is_empty()).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "event_log.kafka.bootstrap_servers",
+                        "required (or set SWITCHYARD_KAFKA_BOOTSTRAP_SERVERS)",
+                    )
+                })?;
+                let producer = k
+                    .producer
+                    .into_iter()
+                    .map(|(key, value)| match scalar_string(&value) {
+                        Some(v) => Ok((key, v)),
+                        None => Err(ConfigError::invalid(
+                            format!("event_log.kafka.producer.{key}"),
+                            "must be a string, number or boolean",
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let positive = |v: Option<u64>, field: &str| match v {
+                    None => Ok(None),
+                    Some(n) if n >= 1 && n <= i32::MAX as u64 => Ok(Some(n as i32)),
+                    Some(n) => Err(ConfigError::invalid(
+                        format!("event_log.kafka.{field}"),
+                        format!("must be at least 1, got {n}"),
+                    )),
+                };
+                Some(KafkaConfig {
+                    bootstrap_servers,
+                    topic_prefix: k.topic_prefix.filter(|p| !p.is_empty()).unwrap_or_else(|| "switchyard".into()),
+                    partitions: positive(k.partitions, "partitions")?.unwrap_or(3),
+                    replication_factor: positive(k.replication_factor, "replication_factor")?.unwrap_or(1),
+                    producer,
+                })
+            }
+        };
+        let fsync = match section.fsync.as_deref().map(str::trim) {
+            None => FsyncPolicy::Interval(Duration::from_secs(1)),
+            Some("always") => FsyncPolicy::Always,
+            Some("never") => FsyncPolicy::Never,
+            Some(other) => FsyncPolicy::Interval(parse_duration(other).map_err(|e| {
+                ConfigError::invalid(
+                    "event_log.fsync",
+                    format!("expected always, never or an interval like \"1s\": {e}"),
+                )
+            })?),
+        };
+        let path = (self.env)("SWITCHYARD_EVENT_LOG_PATH").or(section.path).unwrap_or_else(|| "./data/events".into());
+        let gateway_id = section.gateway_id.or_else(|| (self.env)("SWITCHYARD_GATEWAY_ID")).unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "gateway".into()),
+                std::process::id()
+            )
+        });
+        Ok(EventLogConfig {
+            kafka,
+            path: path.into(),
+            fsync,
+            segment_bytes: section
+                .segment_mb
+                .filter(|mb| *mb > 0.0)
+                .map_or(64 << 20, |mb| (mb * 1024.0 * 1024.0) as u64),
+            queue_capacity: section.queue_capacity.map_or(65_536, |n| n.clamp(1, 10_000_000) as usize),
+            gateway_id,
         })
     }
 

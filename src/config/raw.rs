@@ -26,6 +26,9 @@ pub struct RawConfig {
     /// Switchyard's own section: where prices come from.
     #[serde(default)]
     pub pricing: Option<PricingSection>,
+    /// Switchyard's own section: where events go.
+    #[serde(default)]
+    pub event_log: Option<EventLogSection>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -187,6 +190,36 @@ pub struct PricingSection {
     /// A price map in LiteLLM's `model_prices_and_context_window.json` format, replacing the
     /// bundled one.
     pub model_cost_map_path: Option<String>,
+}
+
+/// `event_log:` — Switchyard's own section, so unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventLogSection {
+    pub kafka: Option<KafkaSection>,
+    /// The embedded log's directory (with Kafka: where the spool lives).
+    pub path: Option<String>,
+    /// `always`, `never`, or an interval like `1s` (the default).
+    pub fsync: Option<String>,
+    #[serde(default, deserialize_with = "opt_f64")]
+    pub segment_mb: Option<f64>,
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub queue_capacity: Option<u64>,
+    pub gateway_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    pub bootstrap_servers: Option<String>,
+    pub topic_prefix: Option<String>,
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub partitions: Option<u64>,
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub replication_factor: Option<u64>,
+    /// Extra librdkafka properties, passed through as strings.
+    #[serde(default)]
+    pub producer: BTreeMap<String, Value>,
 }
 
 /// A number or a numeric string ("480"); YAML configs carry both.

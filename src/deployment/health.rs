@@ -244,6 +244,18 @@ impl Health {
         self.cooldown_until.filter(|until| *until > now)
     }
 
+    /// True once, for the first check after a cooldown has ended (so "cooldown over" is told
+    /// once even when several timers were set while it was being extended).
+    pub fn cooldown_ended_at(&mut self, now: Instant) -> bool {
+        match self.cooldown_until {
+            Some(until) if until <= now => {
+                self.cooldown_until = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn snapshot(&self, now: Instant, policy: &HealthPolicy) -> HealthSnapshot {
         let (successes, failures) = self.minute.totals(now);
         let cooldown_until = self.cooldown_until(now);

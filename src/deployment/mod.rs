@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::config::DeploymentConfig;
 use crate::cost::Price;
+use crate::events::{DeploymentEvent, Event, EventSink};
 use crate::failure::UpstreamFailure;
 use crate::metrics::Metrics;
 pub use health::{Health, HealthPolicy, HealthSnapshot, Outcome, State, Transition};
@@ -39,6 +40,8 @@ pub struct Deployment {
     health: Health,
     policy: HealthPolicy,
     metrics: Arc<Metrics>,
+    /// Cooldowns entered and left are published to `<prefix>.deployments`.
+    events: EventSink,
 }
 
 impl Actor for Deployment {
@@ -90,14 +93,27 @@ impl Handler<ReportOutcome> for Deployment {
                 Outcome::Success { .. } => "",
             };
             self.metrics.deployment_cooled_down(cfg, status);
+            let until_wall = std::time::SystemTime::now() + until.saturating_duration_since(msg.at);
+            let event = DeploymentEvent::new(
+                cfg,
+                self.events.gateway_id(),
+                "cooldown_entered",
+                Some(status.to_string()),
+                Some(until_wall),
+            );
+            self.events.publish(Event::Deployment(Box::new(event)));
         } else {
             tracing::debug!(deployment = %cfg.id, cooldown_secs = secs, "deployment cooldown extended");
         }
         // Publish again when the cooldown is over, so the state gauge and the log follow.
         ctx.run_later(until.saturating_duration_since(Instant::now()) + Duration::from_millis(1), |act, _| {
             let now = Instant::now();
-            if act.health.cooldown_until(now).is_none() {
-                tracing::info!(deployment = %act.handle.config().id, "deployment cooldown over");
+            // A later, extended cooldown schedules its own end; only the last one reports.
+            if act.health.cooldown_until(now).is_none() && act.health.cooldown_ended_at(now) {
+                let cfg = act.handle.config();
+                tracing::info!(deployment = %cfg.id, "deployment cooldown over");
+                let event = DeploymentEvent::new(cfg, act.events.gateway_id(), "cooldown_left", None, None);
+                act.events.publish(Event::Deployment(Box::new(event)));
             }
             act.publish();
         });
@@ -138,6 +154,7 @@ impl Deployment {
         max_input_tokens: Option<u64>,
         policy: HealthPolicy,
         metrics: Arc<Metrics>,
+        events: EventSink,
     ) -> DeploymentHandle {
         let rpm = config
             .rpm
@@ -158,7 +175,7 @@ impl Deployment {
                 metrics: metrics.clone(),
             }),
         };
-        let actor = Deployment { handle: handle.clone(), health: Health::new(Instant::now()), policy, metrics };
+        let actor = Deployment { handle: handle.clone(), health: Health::new(Instant::now()), policy, metrics, events };
         ctx.run(actor);
         handle
     }

@@ -23,6 +23,11 @@ fn presented_key(req: &HttpRequest) -> Option<&str> {
     })
 }
 
+/// SHA-256 (hex) of the key the request presents, for the events (never the key itself).
+pub fn presented_key_hash(req: &HttpRequest) -> Option<String> {
+    presented_key(req).map(|key| hash(key).iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Admits the request when no master key is configured or the right one is presented.
 pub fn authorize(req: &HttpRequest, gw: &Gateway) -> Result<(), GatewayError> {
     let Some(expected) = &gw.master_key_hash else {

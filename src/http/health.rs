@@ -20,6 +20,7 @@ pub async fn readiness(gw: web::Data<Gateway>) -> HttpResponse {
         "litellm_version": env!("CARGO_PKG_VERSION"),
         "success_callbacks": [],
         "model_groups": gw.router.table().group_names().len(),
+        "event_log": gw.recorder.events.state(),
     }))
 }
 

@@ -5,6 +5,7 @@ mod auth;
 mod health;
 mod models;
 mod proxy;
+pub mod record;
 pub mod relay;
 
 use std::sync::Arc;
@@ -13,7 +14,10 @@ use std::time::SystemTime;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
+
+use crate::config::GeneralSettings;
+use crate::events::EventSink;
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -23,6 +27,8 @@ use crate::router::RouterHandle;
 pub struct Gateway {
     pub router: RouterHandle,
     pub metrics: Arc<Metrics>,
+    /// Where calls' metrics and events go.
+    pub recorder: record::Recorder,
     /// SHA-256 of the master key; requests are compared by hash, so timing reveals nothing.
     master_key_hash: Option<[u8; 32]>,
     pub max_request_size: usize,
@@ -30,17 +36,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(
-        router: RouterHandle,
-        metrics: Arc<Metrics>,
-        master_key: Option<&SecretString>,
-        max_request_size: usize,
-    ) -> Self {
+    pub fn new(router: RouterHandle, metrics: Arc<Metrics>, events: EventSink, general: &GeneralSettings) -> Self {
         Self {
             router,
+            recorder: record::Recorder {
+                metrics: metrics.clone(),
+                events,
+                store_prompts: general.store_prompts_in_spend_logs,
+            },
             metrics,
-            master_key_hash: master_key.map(|k| auth::hash(k.expose_secret())),
-            max_request_size,
+            master_key_hash: general.master_key.as_ref().map(|k| auth::hash(k.expose_secret())),
+            max_request_size: general.max_request_size_bytes,
             started_at: SystemTime::now(),
         }
     }

@@ -8,13 +8,13 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseErr
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::record::{Finished, Recorder, Trace};
 use super::relay::{Relay, StreamSummary};
 use super::{auth, read_body, Gateway};
 use crate::deployment::{DeploymentHandle, InFlight, Outcome};
 use crate::error::GatewayError;
 use crate::failure::ErrorClass;
-use crate::metrics::{Metrics, RequestRecord};
-use crate::openai::{estimate_tokens, prompt_len, TokenUsage};
+use crate::openai::{estimate_tokens, prompt_len};
 use crate::providers::Endpoint;
 use crate::router::{CallRequest, Dispatched, Failed, Reply};
 
@@ -40,40 +40,27 @@ const GATEWAY_KEYS: &[&str] = &[
     "stream_timeout",
 ];
 
-/// Facts for the `x-litellm-*` headers, filled in as the request goes.
-struct Trace {
-    call_id: String,
-    started: Instant,
-    requested_model: String,
-    group: Option<String>,
-}
-
 async fn proxy(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>, endpoint: Endpoint) -> HttpResponse {
-    let mut trace = Trace {
-        call_id: uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(),
-        started: Instant::now(),
-        requested_model: String::new(),
-        group: None,
-    };
-    let call = match admit(&req, payload, &gw, endpoint, &mut trace).await {
+    let mut trace = Trace::new(endpoint);
+    let call = match admit(&req, payload, &gw, &mut trace).await {
         Ok(call) => call,
-        Err(err) => return rejected(&gw.metrics, &trace, &err),
+        Err(err) => return rejected(&gw.recorder, &trace, &err),
     };
     match gw.router.dispatch(&call).await {
-        Ok(served) => answer(&gw, &trace, &call, served),
+        Ok(served) => answer(&gw, trace, &call, served),
         Err(failed) => failure(&gw, &trace, failed),
     }
 }
 
-/// Authenticates, reads and validates the request.
+/// Authenticates, reads and validates the request, and announces it.
 async fn admit(
     req: &HttpRequest,
     payload: web::Payload,
     gw: &Gateway,
-    endpoint: Endpoint,
     trace: &mut Trace,
 ) -> Result<CallRequest, GatewayError> {
     auth::authorize(req, gw)?;
+    let endpoint = trace.endpoint;
     let bytes = read_body(payload, gw.max_request_size).await?;
     let mut body: Map<String, Value> = match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => map,
@@ -123,13 +110,12 @@ async fn admit(
             })
         }
     };
+    trace.stream = stream;
     let mut mock_response = None;
     let mut mock_failure = None;
     let mut timeout = None;
     for key in GATEWAY_KEYS {
-        let Some(value) = body.remove(*key) else {
-            continue;
-        };
+        let Some(value) = body.remove(*key) else { continue };
         match (*key, value) {
             ("mock_response", Value::String(s)) => mock_response = Some(s),
             ("mock_testing_fallbacks", Value::Bool(true)) => mock_failure = Some(ErrorClass::InternalServer),
@@ -146,6 +132,7 @@ async fn admit(
             _ => {}
         }
     }
+    gw.recorder.request(trace, &body, auth::presented_key_hash(req));
     let table = gw.router.table();
     let group = table.resolve(&model).ok_or_else(|| GatewayError::BadRequest(crate::router::invalid_model(&model)))?;
     trace.group = Some(group.to_string());
@@ -180,7 +167,7 @@ fn client_wants_usage(call: &CallRequest) -> bool {
     call.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn answer(gw: &Gateway, trace: &Trace, call: &CallRequest, served: Dispatched) -> HttpResponse {
+fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) -> HttpResponse {
     let Dispatched {
         deployment,
         group,
@@ -188,6 +175,7 @@ fn answer(gw: &Gateway, trace: &Trace, call: &CallRequest, served: Dispatched) -
         reply,
         retries,
         fallbacks,
+        attempts,
         upstream_started,
         upstream_time,
         in_flight,
@@ -202,54 +190,60 @@ fn answer(gw: &Gateway, trace: &Trace, call: &CallRequest, served: Dispatched) -
             }
         }
     }
-    let total = trace.started.elapsed();
     let headers = Headers {
-        trace,
+        trace: &trace,
         deployment: Some(&deployment),
         group: Some(&group),
         retries,
         fallbacks,
         max_fallbacks: gw.router.max_fallbacks(),
-        total,
+        total: trace.started.elapsed(),
         upstream: upstream_time,
     };
     match reply {
-        Reply::Complete { body, usage } => {
+        Reply::Complete { body, usage, finish_reason } => {
             let cost = deployment.price().map(|p| p.cost(&usage));
             headers.apply(&mut builder, cost);
-            record(
-                &gw.metrics,
-                &trace.requested_model,
-                200,
-                None,
-                Some(&group),
-                cost.unwrap_or(0.0),
-                &usage,
-                total,
-                upstream_time,
+            let response = if gw.recorder.store_prompts { serde_json::from_slice(&body).ok() } else { None };
+            gw.recorder.finish(
+                &trace,
+                Finished {
+                    group: Some(&group),
+                    deployment: Some(&deployment),
+                    status: 200,
+                    error: None,
+                    retries,
+                    fallbacks,
+                    attempts,
+                    usage,
+                    cost: cost.unwrap_or(0.0),
+                    first_token_at: None,
+                    finish_reason,
+                    completed: true,
+                    response,
+                    upstream_time,
+                },
             );
             builder.insert_header((CONTENT_TYPE, "application/json")).body(body)
         }
         Reply::Stream(upstream) => {
             headers.apply(&mut builder, None);
-            let metrics = gw.metrics.clone();
-            let requested = trace.requested_model.clone();
-            let started = trace.started;
             let idle = call.timeout.or(deployment.config().stream_timeout).or(gw.router.settings().stream_timeout);
-            let on_end = move |summary: StreamSummary| {
-                stream_ended(
-                    &metrics,
-                    &requested,
-                    &group,
-                    &deployment,
-                    upstream_started,
-                    started,
-                    upstream_time,
-                    summary,
-                    in_flight,
-                )
+            let recorder = gw.recorder.clone();
+            let ended = StreamEnd {
+                recorder,
+                trace,
+                group,
+                deployment,
+                retries,
+                fallbacks,
+                attempts,
+                upstream_started,
+                upstream_time,
+                in_flight,
             };
-            let relay = Relay::new(upstream, !client_wants_usage(call), idle, Box::new(on_end));
+            let relay =
+                Relay::new(upstream, !client_wants_usage(call), idle, Box::new(move |summary| ended.finish(summary)));
             builder
                 .insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header((CACHE_CONTROL, "no-cache"))
@@ -259,70 +253,94 @@ fn answer(gw: &Gateway, trace: &Trace, call: &CallRequest, served: Dispatched) -
     }
 }
 
-/// Reports a finished (or abandoned) stream to the deployment and the metrics.
-#[allow(clippy::too_many_arguments)]
-fn stream_ended(
-    metrics: &Metrics,
-    requested: &str,
-    group: &str,
-    d: &DeploymentHandle,
+/// What a stream needs to report itself when it ends (or is abandoned).
+struct StreamEnd {
+    recorder: Recorder,
+    trace: Trace,
+    group: String,
+    deployment: DeploymentHandle,
+    retries: u32,
+    fallbacks: u32,
+    attempts: u32,
     upstream_started: Instant,
-    started: Instant,
-    upstream_before: Duration,
-    summary: StreamSummary,
+    /// Upstream time before this stream's call (failed attempts).
+    upstream_time: Duration,
     in_flight: InFlight,
-) {
-    drop(in_flight);
-    let latency = upstream_started.elapsed();
-    let usage = summary.usage.unwrap_or_default();
-    let ttft = summary.first_chunk_at.map(|t| t.saturating_duration_since(upstream_started));
-    if let Some(t) = ttft {
-        metrics.time_to_first_token(group, t.as_secs_f64());
+}
+
+impl StreamEnd {
+    fn finish(self, summary: StreamSummary) {
+        let StreamEnd {
+            recorder,
+            trace,
+            group,
+            deployment: d,
+            retries,
+            fallbacks,
+            attempts,
+            upstream_started,
+            upstream_time,
+            in_flight,
+        } = self;
+        drop(in_flight);
+        let latency = upstream_started.elapsed();
+        let usage = summary.usage.unwrap_or_default();
+        let ttft = summary.first_chunk_at.map(|t| t.saturating_duration_since(upstream_started));
+        if let Some(t) = ttft {
+            recorder.metrics.time_to_first_token(&group, t.as_secs_f64());
+        }
+        d.add_tokens(usage.total_tokens);
+        let (status, error) = match &summary.error {
+            Some(failure) => {
+                d.report_failure(failure);
+                recorder.metrics.upstream_failure(d.config(), &trace.requested_model, failure.status());
+                let kind = crate::error::type_for_status(failure.status()).to_string();
+                (failure.status(), Some(("StreamError", kind, failure.message.clone())))
+            }
+            None => {
+                d.report(Outcome::Success { latency, ttft, completion_tokens: usage.completion_tokens });
+                recorder.metrics.upstream_success(
+                    d.config(),
+                    &trace.requested_model,
+                    latency.as_secs_f64(),
+                    usage.completion_tokens,
+                );
+                (200, None)
+            }
+        };
+        let cost = d.price().map(|p| p.cost(&usage)).unwrap_or(0.0);
+        let finished = Finished {
+            group: Some(&group),
+            deployment: Some(&d),
+            status,
+            error,
+            retries,
+            fallbacks,
+            attempts,
+            usage,
+            cost,
+            first_token_at: summary.first_chunk_at,
+            finish_reason: summary.finish_reason,
+            completed: summary.completed,
+            response: None,
+            upstream_time: upstream_time + latency,
+        };
+        recorder.finish(&trace, finished);
     }
-    d.add_tokens(usage.total_tokens);
-    let status = match &summary.error {
-        Some(failure) => {
-            d.report_failure(failure);
-            metrics.upstream_failure(d.config(), requested, failure.status());
-            failure.status()
-        }
-        None => {
-            d.report(Outcome::Success { latency, ttft, completion_tokens: usage.completion_tokens });
-            metrics.upstream_success(d.config(), requested, latency.as_secs_f64(), usage.completion_tokens);
-            200
-        }
-    };
-    let cost = d.price().map(|p| p.cost(&usage)).unwrap_or(0.0);
-    let total = started.elapsed();
-    let upstream = upstream_before + latency;
-    record(
-        metrics,
-        requested,
-        status,
-        summary.error.as_ref().map(|_| "StreamError"),
-        Some(group),
-        cost,
-        &usage,
-        total,
-        upstream,
-    );
 }
 
 fn failure(gw: &Gateway, trace: &Trace, failed: Failed) -> HttpResponse {
-    let Failed { error, retries, fallbacks, last_deployment, upstream_time } = failed;
-    let total = trace.started.elapsed();
-    tracing::warn!(call_id = %trace.call_id, model = %trace.requested_model, status = error.status_code().as_u16(), error = %error, "request failed");
-    record(
-        &gw.metrics,
-        &trace.requested_model,
-        error.status_code().as_u16(),
-        Some(error.metric_label()),
-        None,
-        0.0,
-        &TokenUsage::default(),
-        total,
-        upstream_time,
-    );
+    let Failed { error, retries, fallbacks, attempts, last_deployment, upstream_time } = failed;
+    let status = error.status_code().as_u16();
+    tracing::warn!(call_id = %trace.call_id, model = %trace.requested_model, status, error = %error, "request failed");
+    let mut finished = Finished::failed(status, error.metric_label(), error.error_type(), error.to_string());
+    finished.group = trace.group.as_deref();
+    finished.deployment = last_deployment.as_ref();
+    finished.retries = retries;
+    finished.fallbacks = fallbacks;
+    finished.attempts = attempts;
+    finished.upstream_time = upstream_time;
+    gw.recorder.finish(trace, finished);
     let mut resp = error.error_response();
     let headers = Headers {
         trace,
@@ -331,7 +349,7 @@ fn failure(gw: &Gateway, trace: &Trace, failed: Failed) -> HttpResponse {
         retries,
         fallbacks,
         max_fallbacks: gw.router.max_fallbacks(),
-        total,
+        total: trace.started.elapsed(),
         upstream: upstream_time,
     };
     headers.apply_to(resp.headers_mut(), None);
@@ -339,50 +357,12 @@ fn failure(gw: &Gateway, trace: &Trace, failed: Failed) -> HttpResponse {
 }
 
 /// A request turned away before routing (auth, validation, unknown model).
-fn rejected(metrics: &Metrics, trace: &Trace, err: &GatewayError) -> HttpResponse {
+fn rejected(recorder: &Recorder, trace: &Trace, err: &GatewayError) -> HttpResponse {
     let status = err.status_code().as_u16();
-    let total = trace.started.elapsed();
-    if status != 401 {
-        record(
-            metrics,
-            &trace.requested_model,
-            status,
-            Some(err.metric_label()),
-            None,
-            0.0,
-            &TokenUsage::default(),
-            total,
-            Duration::ZERO,
-        );
-    }
+    recorder.finish(trace, Finished::failed(status, err.metric_label(), err.error_type(), err.to_string()));
     let mut resp = err.error_response();
     resp.headers_mut().insert(HeaderName::from_static("x-litellm-call-id"), header_value(&trace.call_id));
     resp
-}
-
-#[allow(clippy::too_many_arguments)]
-fn record(
-    metrics: &Metrics,
-    requested_model: &str,
-    status: u16,
-    error_class: Option<&'static str>,
-    model: Option<&str>,
-    spend: f64,
-    usage: &TokenUsage,
-    total: Duration,
-    upstream: Duration,
-) {
-    metrics.request(&RequestRecord {
-        requested_model,
-        status,
-        error_class,
-        model,
-        spend,
-        prompt_tokens: usage.prompt_tokens,
-        completion_tokens: usage.completion_tokens,
-        total_secs: total.as_secs_f64(),
-        overhead_secs: total.saturating_sub(upstream).as_secs_f64(),
-    });
 }
 
 /// LiteLLM's response headers.

@@ -47,6 +47,8 @@ pub struct Dispatched {
     pub reply: Reply,
     pub retries: u32,
     pub fallbacks: u32,
+    /// Deployment calls made, this one included.
+    pub attempts: u32,
     /// When the successful attempt started.
     pub upstream_started: Instant,
     /// Time spent waiting on upstreams across all attempts.
@@ -59,6 +61,7 @@ pub enum Reply {
     Complete {
         body: Bytes,
         usage: TokenUsage,
+        finish_reason: Option<String>,
     },
     /// Upstream server-sent events, to be relayed as they come.
     Stream(BoxStream<'static, Result<Bytes, reqwest::Error>>),
@@ -69,6 +72,8 @@ pub struct Failed {
     pub error: GatewayError,
     pub retries: u32,
     pub fallbacks: u32,
+    /// Deployment calls made.
+    pub attempts: u32,
     pub last_deployment: Option<DeploymentHandle>,
     pub upstream_time: Duration,
 }
@@ -126,6 +131,7 @@ impl RouterHandle {
                     }
                     served.retries = progress.retries;
                     served.fallbacks = progress.fallbacks;
+                    served.attempts = progress.tried.len() as u32 + 1;
                     served.upstream_time = progress.upstream_time;
                     return Ok(served);
                 }
@@ -194,6 +200,7 @@ impl RouterHandle {
             error,
             retries: progress.retries,
             fallbacks: progress.fallbacks,
+            attempts: progress.tried.len() as u32,
             last_deployment: progress.last_deployment,
             upstream_time: progress.upstream_time,
         }
@@ -355,8 +362,9 @@ impl RouterHandle {
                 let view = ResponseView::parse(&body).map_err(|e| {
                     UpstreamFailure::new(FailureKind::Malformed, format!("upstream sent invalid JSON: {e}"))
                 })?;
+                let finish_reason = view.finish_reason().map(str::to_string);
                 let usage = view.usage().unwrap_or_default();
-                Ok((reply.headers, Reply::Complete { body, usage }))
+                Ok((reply.headers, Reply::Complete { body, usage, finish_reason }))
             }
             ReplyBody::Stream(stream) => Ok((reply.headers, Reply::Stream(stream))),
         });
@@ -381,6 +389,7 @@ impl RouterHandle {
                     reply,
                     retries: 0,
                     fallbacks: 0,
+                    attempts: 1,
                     upstream_started: started,
                     upstream_time: Duration::ZERO,
                     in_flight,

@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use crate::config::{Config, RouterSettings};
 use crate::cost::PriceMap;
 use crate::deployment::{Deployment, DeploymentHandle, HealthPolicy};
+use crate::events::{DeploymentEvent, Event, EventSink};
 use crate::metrics::Metrics;
 pub use dispatch::{invalid_model, AttemptError, CallRequest, Dispatched, Failed, Reply};
 pub use health_check::HealthReport;
@@ -70,6 +71,10 @@ pub struct Router {
     /// The handle the checks run through (set right after start).
     handle: Option<RouterHandle>,
     checking: bool,
+    /// Health check failures and recoveries are published to `<prefix>.deployments`.
+    events: EventSink,
+    /// Deployments whose last background check failed.
+    failing: HashMap<String, bool>,
 }
 
 impl Actor for Router {
@@ -94,14 +99,33 @@ impl Router {
         self.checking = true;
         let round = async move {
             let report = handle.check_all().await;
-            for (d, error) in &report.results {
-                if let Some(error) = error {
-                    tracing::warn!(deployment = %d.id(), error = %error, "health check failed");
-                }
-            }
-            handle.last_health.store(Some(Arc::new(report)));
+            handle.last_health.store(Some(Arc::new(report.clone())));
+            report
         };
-        ctx.spawn(round.into_actor(self).map(|_, act, _| act.checking = false));
+        ctx.spawn(round.into_actor(self).map(|report, act, _| {
+            act.checking = false;
+            act.publish_health_changes(&report);
+        }));
+    }
+
+    /// Tells the event log which deployments started failing their checks, or recovered.
+    fn publish_health_changes(&mut self, report: &HealthReport) {
+        for (d, error) in &report.results {
+            let was_failing = self.failing.insert(d.id().to_string(), error.is_some()).unwrap_or(false);
+            let change = match (was_failing, error) {
+                (false, Some(e)) => {
+                    tracing::warn!(deployment = %d.id(), error = %e, "health check failed");
+                    "health_check_failed"
+                }
+                (true, None) => {
+                    tracing::info!(deployment = %d.id(), "health check recovered");
+                    "health_check_recovered"
+                }
+                _ => continue,
+            };
+            let event = DeploymentEvent::new(d.config(), self.events.gateway_id(), change, error.clone(), None);
+            self.events.publish(Event::Deployment(Box::new(event)));
+        }
     }
 }
 
@@ -150,7 +174,13 @@ pub struct RouterHandle {
 
 impl RouterHandle {
     /// Starts the router and one actor per deployment on the current arbiter.
-    pub fn start(config: &Config, prices: &PriceMap, client: reqwest::Client, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        config: &Config,
+        prices: &PriceMap,
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+        events: EventSink,
+    ) -> Self {
         let general = &config.general;
         let check_interval =
             general.background_health_checks.then_some(general.health_check_interval.max(Duration::from_secs(1)));
@@ -174,7 +204,8 @@ impl RouterHandle {
             let max_input = d
                 .max_input_tokens
                 .or_else(|| entry.and_then(|e| e.max_input_tokens.or(e.max_tokens)).map(|t| t as u64));
-            let handle = Deployment::start(d.clone(), prices.price_for(d), max_input, policy, metrics.clone());
+            let handle =
+                Deployment::start(d.clone(), prices.price_for(d), max_input, policy, metrics.clone(), events.clone());
             groups.entry(d.model_name.clone()).or_default().push(handle);
         }
         let table = RoutingTable {
@@ -183,7 +214,15 @@ impl RouterHandle {
             aliases: settings.model_group_alias.clone(),
         };
         let table = Arc::new(ArcSwap::from_pointee(table));
-        let addr = Router { table: table.clone(), check_interval, handle: None, checking: false }.start();
+        let addr = Router {
+            table: table.clone(),
+            check_interval,
+            handle: None,
+            checking: false,
+            events,
+            failing: HashMap::new(),
+        }
+        .start();
         let handle = Self { table, settings, client, metrics, addr, last_health: Default::default() };
         handle.addr.do_send(Attach(handle.clone()));
         handle

@@ -84,6 +84,8 @@ fn spawn(args: &[&str]) -> Running {
 fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(BIN);
     cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    let events = std::env::temp_dir().join(format!("switchyard-cli-{}", uuid::Uuid::new_v4()));
+    cmd.env("SWITCHYARD_EVENT_LOG_PATH", events);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -29,6 +29,11 @@ pub async fn start_with_mock(yaml: &str, mock: MockUpstream) -> Gateway {
     if !yaml.contains("general_settings") {
         yaml.push_str(&format!("\ngeneral_settings:\n  master_key: {KEY}\n"));
     }
+    if !yaml.contains("event_log") {
+        // Each test writes its events to a log of its own.
+        let dir = std::env::temp_dir().join(format!("switchyard-it-{}", uuid::Uuid::new_v4()));
+        yaml.push_str(&format!("\nevent_log:\n  path: {}\n", dir.display()));
+    }
     let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,0 +1,302 @@
+//! The event log: every request and response, and deployment health changes, published off the
+//! request path.
+//!
+//! Handlers give events to an [`EventSink`], which puts them on a bounded queue and returns. A
+//! publisher thread takes them off and writes them either to the embedded [`log::SegmentLog`]
+//! (no Kafka configured) or to Kafka ([`kafka`]), where events that cannot be delivered go to a
+//! spool (the same log format) and are re-sent, in order, when the broker is back. When the
+//! queue is full, the handler writes the event to the log or spool itself: nothing is dropped.
+
+pub mod kafka;
+pub mod log;
+pub mod tail;
+pub mod types;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntGauge, Registry};
+
+use log::{FsyncPolicy, SegmentLog};
+pub use types::{DeploymentEvent, Envelope, Event, RequestEvent, ResponseEvent};
+
+/// `event_log`, validated.
+#[derive(Debug, Clone)]
+pub struct EventLogConfig {
+    pub kafka: Option<KafkaConfig>,
+    /// The embedded log's directory; with Kafka, the spool lives in `<path>/spool`.
+    pub path: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub segment_bytes: u64,
+    pub queue_capacity: usize,
+    /// This instance's name in every event.
+    pub gateway_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub topic_prefix: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Extra librdkafka properties, passed through.
+    pub producer: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn events_topic(&self) -> String {
+        format!("{}.events", self.topic_prefix)
+    }
+
+    pub fn deployments_topic(&self) -> String {
+        format!("{}.deployments", self.topic_prefix)
+    }
+}
+
+/// Counters of the event pipeline, registered with the gateway's Prometheus registry.
+#[derive(Clone)]
+pub struct EventMetrics {
+    pub queue_depth: IntGauge,
+    pub spooled: IntCounter,
+    pub spool_pending: IntGauge,
+    pub sent: IntCounter,
+    pub failed: IntCounter,
+}
+
+impl EventMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            queue_depth: IntGauge::new("switchyard_event_queue_depth", "Events waiting in the publisher queue")?,
+            spooled: IntCounter::new(
+                "switchyard_events_spooled_total",
+                "Events written to the disk spool (broker down or queue full)",
+            )?,
+            spool_pending: IntGauge::new("switchyard_event_spool_pending", "Spooled events not yet delivered")?,
+            sent: IntCounter::new("switchyard_events_sent_total", "Events delivered to the event log")?,
+            failed: IntCounter::new("switchyard_events_failed_total", "Event deliveries that failed (then spooled)")?,
+        };
+        registry.register(Box::new(m.queue_depth.clone()))?;
+        registry.register(Box::new(m.spooled.clone()))?;
+        registry.register(Box::new(m.spool_pending.clone()))?;
+        registry.register(Box::new(m.sent.clone()))?;
+        registry.register(Box::new(m.failed.clone()))?;
+        Ok(m)
+    }
+}
+
+/// What `/health/readiness` reports of the event log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventLogState {
+    pub backend: &'static str,
+    /// `connected`, or `spooling` while the broker is unreachable.
+    pub state: &'static str,
+    pub queue_depth: i64,
+    pub spool_pending: i64,
+}
+
+struct Shared {
+    /// The embedded log, or the Kafka spool: where the handler writes when the queue is full.
+    overflow: Mutex<SegmentLog>,
+    metrics: EventMetrics,
+    /// Kafka only: events go to the spool while it holds undelivered ones (keeps them in order).
+    spooling: AtomicBool,
+    depth: AtomicU64,
+    kafka: bool,
+}
+
+/// The handle handlers publish through; cheap to clone.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::SyncSender<Event>,
+    shared: Arc<Shared>,
+    gateway_id: Arc<str>,
+    publisher: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventLogError {
+    #[error("cannot open the event log at {path}: {source}")]
+    Open { path: String, source: std::io::Error },
+    #[error("cannot start the Kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot start the event publisher thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl EventSink {
+    /// Opens the log (or spool) and starts the publisher thread.
+    pub fn start(config: &EventLogConfig, metrics: EventMetrics) -> Result<Self, EventLogError> {
+        let dir = match config.kafka {
+            Some(_) => config.path.join("spool"),
+            None => config.path.clone(),
+        };
+        let log = SegmentLog::open(&dir, config.segment_bytes, config.fsync)
+            .map_err(|source| EventLogError::Open { path: dir.display().to_string(), source })?;
+        let pending = log.pending();
+        let shared = Arc::new(Shared {
+            spooling: AtomicBool::new(config.kafka.is_some() && pending > 0),
+            overflow: Mutex::new(log),
+            metrics,
+            depth: AtomicU64::new(0),
+            kafka: config.kafka.is_some(),
+        });
+        if config.kafka.is_some() {
+            shared.metrics.spool_pending.set(pending as i64);
+            if pending > 0 {
+                tracing::info!(pending, "the event spool holds undelivered events; sending them first");
+            }
+        }
+        let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let backend = match &config.kafka {
+            Some(k) => Backend::Kafka(kafka::KafkaBackend::new(k, shared.clone())?),
+            None => Backend::Embedded,
+        };
+        let thread_shared = shared.clone();
+        let publisher = std::thread::Builder::new()
+            .name("event-publisher".into())
+            .spawn(move || run_publisher(rx, backend, thread_shared))
+            .map_err(EventLogError::Thread)?;
+        Ok(Self {
+            tx,
+            shared,
+            gateway_id: config.gateway_id.clone().into(),
+            publisher: Arc::new(Mutex::new(Some(publisher))),
+        })
+    }
+
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
+    }
+
+    /// Queues an event; never waits. When the queue is full the event goes straight to disk.
+    pub fn publish(&self, event: Event) {
+        self.shared.depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(event) | mpsc::TrySendError::Disconnected(event)) => {
+                self.shared.depth.fetch_sub(1, Ordering::Relaxed);
+                self.shared.write_to_disk(&[event]);
+            }
+        }
+    }
+
+    pub fn state(&self) -> EventLogState {
+        let kafka = self.shared.kafka;
+        EventLogState {
+            backend: if kafka { "kafka" } else { "embedded" },
+            state: if kafka && self.shared.spooling.load(Ordering::Relaxed) { "spooling" } else { "connected" },
+            queue_depth: self.shared.depth.load(Ordering::Relaxed) as i64,
+            spool_pending: if kafka { self.shared.metrics.spool_pending.get() } else { 0 },
+        }
+    }
+
+    /// Stops taking events, delivers (or spools) what is queued, and syncs the log to disk.
+    /// Waits at most `timeout` for the publisher.
+    pub fn shutdown(self, timeout: Duration) {
+        let EventSink { tx, publisher, shared, .. } = self;
+        drop(tx);
+        let handle = publisher.lock().ok().and_then(|mut p| p.take());
+        if let Some(handle) = handle {
+            let deadline = std::time::Instant::now() + timeout;
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                tracing::warn!("the event publisher did not finish in time; queued events may be lost");
+            }
+        }
+        let synced = match shared.overflow.lock() {
+            Ok(mut log) => log.sync(),
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = synced {
+            tracing::error!(error = %e, "cannot sync the event log");
+        }
+    }
+}
+
+impl Shared {
+    /// Appends events to the embedded log or the spool.
+    fn write_to_disk(&self, events: &[Event]) {
+        self.append_json(events.iter().map(Event::to_json));
+    }
+
+    /// Appends already-serialized events to the spool (deliveries that failed).
+    fn spool_json(&self, events: Vec<Vec<u8>>) {
+        self.append_json(events.into_iter());
+    }
+
+    fn append_json(&self, events: impl Iterator<Item = Vec<u8>>) {
+        let Ok(mut log) = self.overflow.lock() else {
+            tracing::error!("event log lock poisoned; events lost");
+            self.metrics.failed.inc();
+            return;
+        };
+        for json in events {
+            if let Err(e) = log.append(&json) {
+                tracing::error!(error = %e, "cannot write an event to the event log");
+                self.metrics.failed.inc();
+                continue;
+            }
+            if self.kafka {
+                self.metrics.spooled.inc();
+            } else {
+                self.metrics.sent.inc();
+            }
+        }
+        if let Err(e) = log.flush() {
+            tracing::error!(error = %e, "cannot flush the event log");
+        }
+        if self.kafka {
+            self.spooling.store(true, Ordering::Relaxed);
+            self.metrics.spool_pending.set(log.pending() as i64);
+        }
+    }
+}
+
+enum Backend {
+    Embedded,
+    Kafka(kafka::KafkaBackend),
+}
+
+/// The publisher thread: batches from the queue to the backend until the queue closes.
+fn run_publisher(rx: mpsc::Receiver<Event>, backend: Backend, shared: Arc<Shared>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the event publisher runtime");
+            return;
+        }
+    };
+    let mut batch = Vec::with_capacity(512);
+    loop {
+        // Wait for one event (waking up now and then so the Kafka spool keeps draining).
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(event) => batch.push(event),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        shared.depth.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        shared.metrics.queue_depth.set(shared.depth.load(Ordering::Relaxed) as i64);
+        match &backend {
+            Backend::Embedded if !batch.is_empty() => shared.write_to_disk(&batch),
+            Backend::Embedded => {}
+            Backend::Kafka(k) => runtime.block_on(k.publish(&batch)),
+        }
+        batch.clear();
+    }
+    if let Backend::Kafka(k) = &backend {
+        runtime.block_on(k.shutdown());
+    }
+}

@@ -1,0 +1,235 @@
+//! What a call leaves behind: its metrics, and its request and response events.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use crate::deployment::DeploymentHandle;
+use crate::events::types::timestamp;
+use crate::events::{Envelope, Event, EventSink, RequestEvent, ResponseEvent};
+use crate::metrics::{Metrics, RequestRecord};
+use crate::openai::{estimate_tokens, prompt_len, TokenUsage};
+use crate::providers::Endpoint;
+
+/// Where a call's records go; cloned into streams, which finish after their handler.
+#[derive(Clone)]
+pub struct Recorder {
+    pub metrics: Arc<Metrics>,
+    pub events: EventSink,
+    /// `general_settings.store_prompts_in_spend_logs`: put messages and answers in the events.
+    pub store_prompts: bool,
+}
+
+/// One call as it goes: its id, clocks, and whether its request event was published.
+#[derive(Clone)]
+pub struct Trace {
+    pub call_id: String,
+    pub started: Instant,
+    pub started_at: SystemTime,
+    pub endpoint: Endpoint,
+    pub requested_model: String,
+    pub group: Option<String>,
+    pub stream: bool,
+    /// Set once the request event is out: from then on every ending publishes a response event.
+    pub announced: bool,
+}
+
+impl Trace {
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            call_id: uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            endpoint,
+            requested_model: String::new(),
+            group: None,
+            stream: false,
+            announced: false,
+        }
+    }
+
+    /// The wall-clock time of a monotonic instant during this call.
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.started_at + at.saturating_duration_since(self.started)
+    }
+}
+
+/// How a call ended.
+pub struct Finished<'a> {
+    pub group: Option<&'a str>,
+    pub deployment: Option<&'a DeploymentHandle>,
+    pub status: u16,
+    /// (metric label, OpenAI error type, message) of a failure.
+    pub error: Option<(&'static str, String, String)>,
+    pub retries: u32,
+    pub fallbacks: u32,
+    pub attempts: u32,
+    pub usage: TokenUsage,
+    pub cost: f64,
+    pub first_token_at: Option<Instant>,
+    pub finish_reason: Option<String>,
+    pub completed: bool,
+    /// The answer's body, when prompts are stored.
+    pub response: Option<Value>,
+    pub upstream_time: Duration,
+}
+
+impl Finished<'_> {
+    pub fn failed(status: u16, label: &'static str, error_type: &str, message: String) -> Self {
+        Finished {
+            group: None,
+            deployment: None,
+            status,
+            error: Some((label, error_type.to_string(), message)),
+            retries: 0,
+            fallbacks: 0,
+            attempts: 0,
+            usage: TokenUsage::default(),
+            cost: 0.0,
+            first_token_at: None,
+            finish_reason: None,
+            completed: true,
+            response: None,
+            upstream_time: Duration::ZERO,
+        }
+    }
+}
+
+/// Sampling and shape parameters worth seeing in analytics; the prompt itself is not here.
+const PARAMS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "tool_choice",
+    "parallel_tool_calls",
+    "logprobs",
+    "top_logprobs",
+    "reasoning_effort",
+    "dimensions",
+    "encoding_format",
+];
+
+fn params(body: &Map<String, Value>) -> Value {
+    let mut out: Map<String, Value> =
+        PARAMS.iter().filter_map(|k| body.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
+    if let Some(Value::Array(tools)) = body.get("tools") {
+        out.insert("tools".into(), Value::from(tools.len()));
+    }
+    if let Some(kind) = body.get("response_format").and_then(|f| f.get("type")) {
+        out.insert("response_format".into(), kind.clone());
+    }
+    if body.get("stop").is_some_and(|s| !s.is_null()) {
+        out.insert("stop".into(), Value::Bool(true));
+    }
+    Value::Object(out)
+}
+
+impl Recorder {
+    /// Publishes the request event of an admitted call.
+    pub fn request(&self, trace: &mut Trace, body: &Map<String, Value>, api_key_hash: Option<String>) {
+        let metadata = body.get("metadata").filter(|m| m.is_object()).cloned();
+        let tags = metadata
+            .as_ref()
+            .and_then(|m| m.get("tags"))
+            .and_then(Value::as_array)
+            .map(|t| t.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        let user = body.get("user").and_then(Value::as_str).map(str::to_string);
+        let prompt_bytes = prompt_len(body) as u64;
+        let messages = self
+            .store_prompts
+            .then(|| ["messages", "prompt", "input"].iter().find_map(|k| body.get(*k).cloned()))
+            .flatten();
+        let event = RequestEvent {
+            envelope: Envelope::new("request", Some(trace.call_id.clone()), self.events.gateway_id()),
+            call_type: trace.endpoint.call_type(),
+            endpoint: trace.endpoint.path(),
+            model_group: trace.requested_model.clone(),
+            stream: trace.stream,
+            api_key_hash,
+            key_alias: None,
+            end_user: user.clone(),
+            user,
+            team_id: None,
+            tags,
+            metadata,
+            params: params(body),
+            prompt_bytes,
+            prompt_tokens_estimate: estimate_tokens(prompt_bytes as usize),
+            messages,
+        };
+        self.events.publish(Event::Request(Box::new(event)));
+        trace.announced = true;
+    }
+
+    /// Records a call's end: metrics always, the response event once the call was announced.
+    pub fn finish(&self, trace: &Trace, f: Finished) {
+        let end = Instant::now();
+        let total = end.saturating_duration_since(trace.started);
+        let overhead = total.saturating_sub(f.upstream_time);
+        if f.status != 401 {
+            self.metrics.request(&RequestRecord {
+                requested_model: &trace.requested_model,
+                status: f.status,
+                error_class: f.error.as_ref().map(|(label, _, _)| *label),
+                model: f.group,
+                spend: f.cost,
+                prompt_tokens: f.usage.prompt_tokens,
+                completion_tokens: f.usage.completion_tokens,
+                total_secs: total.as_secs_f64(),
+                overhead_secs: overhead.as_secs_f64(),
+            });
+        }
+        if !trace.announced {
+            return;
+        }
+        let d = f.deployment.map(DeploymentHandle::config);
+        let (error_type, error_message) = match f.error {
+            Some((_, kind, message)) => (Some(kind), Some(message)),
+            None => (None, None),
+        };
+        let u = f.usage;
+        let event = ResponseEvent {
+            envelope: Envelope::new("response", Some(trace.call_id.clone()), self.events.gateway_id()),
+            call_type: trace.endpoint.call_type(),
+            requested_model: trace.requested_model.clone(),
+            model_group: f.group.map(str::to_string),
+            deployment_id: d.map(|d| d.id.clone()),
+            provider: d.map(|d| d.provider.name.to_string()),
+            upstream_model: d.map(|d| d.upstream_model.clone()),
+            api_base: d.map(|d| d.api_base.clone()),
+            status: if error_type.is_none() { "success" } else { "failure" },
+            http_status: f.status,
+            error_type,
+            error_message,
+            attempts: f.attempts,
+            retries: f.retries,
+            fallbacks: f.fallbacks,
+            stream: trace.stream,
+            completed: f.completed,
+            start_time: timestamp(trace.started_at),
+            end_time: timestamp(trace.wall(end)),
+            first_token_time: f.first_token_at.map(|t| timestamp(trace.wall(t))),
+            duration_ms: total.as_secs_f64() * 1000.0,
+            overhead_ms: overhead.as_secs_f64() * 1000.0,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+            cache_read_input_tokens: u.cache_read_input_tokens,
+            cache_creation_input_tokens: u.cache_creation_input_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+            cost: f.cost,
+            cache_hit: false,
+            finish_reason: f.finish_reason,
+            response: f.response,
+        };
+        self.events.publish(Event::Response(Box::new(event)));
+    }
+}
