@@ -105,6 +105,8 @@ struct Shared {
     spooling: AtomicBool,
     depth: AtomicU64,
     kafka: bool,
+    /// Set at shutdown: the publisher finishes the queue and stops; later events go to disk.
+    closing: AtomicBool,
 }
 
 /// The handle handlers publish through; cheap to clone.
@@ -142,6 +144,7 @@ impl EventSink {
             metrics,
             depth: AtomicU64::new(0),
             kafka: config.kafka.is_some(),
+            closing: AtomicBool::new(false),
         });
         if config.kafka.is_some() {
             shared.metrics.spool_pending.set(pending as i64);
@@ -173,6 +176,10 @@ impl EventSink {
 
     /// Queues an event; never waits. When the queue is full the event goes straight to disk.
     pub fn publish(&self, event: Event) {
+        if self.shared.closing.load(Ordering::Acquire) {
+            self.shared.write_to_disk(&[event]);
+            return;
+        }
         self.shared.depth.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(event) {
             Ok(()) => {}
@@ -197,6 +204,7 @@ impl EventSink {
     /// Waits at most `timeout` for the publisher.
     pub fn shutdown(self, timeout: Duration) {
         let EventSink { tx, publisher, shared, .. } = self;
+        shared.closing.store(true, Ordering::Release);
         drop(tx);
         let handle = publisher.lock().ok().and_then(|mut p| p.take());
         if let Some(handle) = handle {
@@ -275,9 +283,12 @@ fn run_publisher(rx: mpsc::Receiver<Event>, backend: Backend, shared: Arc<Shared
     };
     let mut batch = Vec::with_capacity(512);
     loop {
-        // Wait for one event (waking up now and then so the Kafka spool keeps draining).
-        match rx.recv_timeout(Duration::from_millis(200)) {
+        // Wait for one event (waking up now and then so the Kafka spool keeps draining); once
+        // closing, only until the queue is empty.
+        let wait = if shared.closing.load(Ordering::Acquire) { Duration::ZERO } else { Duration::from_millis(200) };
+        match rx.recv_timeout(wait) {
             Ok(event) => batch.push(event),
+            Err(mpsc::RecvTimeoutError::Timeout) if shared.closing.load(Ordering::Acquire) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }

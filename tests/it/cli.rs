@@ -217,3 +217,54 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let refused = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/health/liveliness")).send().await;
     assert!(refused.is_err(), "no longer accepting");
 }
+
+/// The embedded event log survives a restart, and `switchyard tail` prints it.
+#[actix_web::test]
+async fn embedded_events_survive_a_restart_and_tail_shows_them() {
+    let mock_port = free_port();
+    let _mock = spawn(&["mock-upstream", "--port", &mock_port.to_string()]);
+    let events = std::env::temp_dir().join(format!("switchyard-restart-{}", uuid::Uuid::new_v4()));
+    let file = config_file(&format!(
+        "model_list:\n  - model_name: g\n    litellm_params: {{model: openai/m, api_base: 'http://127.0.0.1:{mock_port}/v1'}}\nevent_log:\n  path: {}\n  fsync: always\n",
+        events.display()
+    ));
+    let config = file.0.to_str().unwrap().to_string();
+    let mut call_ids = Vec::new();
+    for requests in [2, 1] {
+        let port = free_port();
+        let gateway = Running(Some(
+            Command::new(BIN)
+                .args(["--config", &config, "--host", "127.0.0.1", "--port", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+        wait_ready(port).await;
+        wait_ready(mock_port).await;
+        for _ in 0..requests {
+            let resp = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/chat/completions"))
+                .json(&json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            call_ids.push(resp.headers()["x-litellm-call-id"].to_str().unwrap().to_string());
+        }
+        assert!(Command::new("kill").args(["-TERM", &gateway.pid()]).status().unwrap().success());
+        let status = tokio::task::spawn_blocking(move || gateway.wait()).await.unwrap();
+        assert!(status.success());
+    }
+    let out = Command::new(BIN).args(["tail", "--config", &config, "--type", "response"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ids: Vec<&str> = printed.iter().map(|e| e["request_id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        call_ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "every response, in order, across the restart"
+    );
+    assert!(printed.iter().all(|e| e["type"] == "response"));
+    let _ = std::fs::remove_dir_all(events);
+}

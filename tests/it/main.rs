@@ -3,6 +3,7 @@
 
 mod cli;
 mod endpoints;
+mod events;
 mod routing;
 mod streaming;
 mod support;

@@ -12,6 +12,8 @@ pub const KEY: &str = "sk-test";
 
 pub struct Gateway {
     pub base: String,
+    /// The embedded event log's directory (when the test did not configure its own).
+    pub events_dir: Option<std::path::PathBuf>,
     pub http: reqwest::Client,
     pub mock: MockUpstream,
     server: actix_web::dev::ServerHandle,
@@ -29,10 +31,12 @@ pub async fn start_with_mock(yaml: &str, mock: MockUpstream) -> Gateway {
     if !yaml.contains("general_settings") {
         yaml.push_str(&format!("\ngeneral_settings:\n  master_key: {KEY}\n"));
     }
+    let mut events_dir = None;
     if !yaml.contains("event_log") {
         // Each test writes its events to a log of its own.
         let dir = std::env::temp_dir().join(format!("switchyard-it-{}", uuid::Uuid::new_v4()));
         yaml.push_str(&format!("\nevent_log:\n  path: {}\n", dir.display()));
+        events_dir = Some(dir);
     }
     let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -42,7 +46,7 @@ pub async fn start_with_mock(yaml: &str, mock: MockUpstream) -> Gateway {
     let server = running.server.handle();
     actix_web::rt::spawn(running.server);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    Gateway { base: format!("http://{addr}"), http, mock, server }
+    Gateway { base: format!("http://{addr}"), events_dir, http, mock, server }
 }
 
 impl Gateway {
@@ -60,6 +64,24 @@ impl Gateway {
 
     pub async fn chat(&self, model: &str) -> reqwest::Response {
         self.post("/v1/chat/completions", &chat_body(model)).await
+    }
+
+    /// Waits until the embedded log holds at least `n` events, and returns them all.
+    pub async fn events(&self, n: usize) -> Vec<Value> {
+        let dir = self.events_dir.as_ref().expect("this gateway writes its events elsewhere");
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            events = switchyard::events::log::read_records(dir, 0, 100_000)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, json)| serde_json::from_slice(&json).unwrap())
+                .collect();
+            if events.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        events
     }
 
     pub async fn stop(self) {
