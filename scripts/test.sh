@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: Rust unit and integration tests (real gateway, mock
-# upstream on loopback), then the official OpenAI Python SDK against the real binaries.
+# upstream and a real Kafka-protocol broker, tansu, on loopback), then the official OpenAI
+# Python SDK and Python's confluent-kafka against the real binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# tansu, the Kafka-compatible broker the event-log tests start (installed once, then reused).
+if [ -z "${TANSU_BIN:-}" ]; then
+  TANSU_BIN="$(command -v tansu || echo "$HOME/.cargo/bin/tansu")"
+fi
+if [ ! -x "$TANSU_BIN" ]; then
+  echo "installing tansu (a Kafka-compatible broker for the tests; takes a while the first time)"
+  cargo install tansu --locked --features dynostore,libsql
+  TANSU_BIN="$HOME/.cargo/bin/tansu"
+fi
+export TANSU_BIN
 
 cargo build --bins
 cargo test --all-targets

@@ -113,7 +113,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!(host = %args.host, port = args.port, deployments = config.deployments.len(), "switchyard listening");
         let result = (&mut running.server).await.map_err(|e| e.to_string());
         tracing::info!("HTTP server stopped; flushing events");
-        running.shut_down(Duration::from_secs(10));
+        running.shut_down(Duration::from_secs(15));
         tracing::info!("switchyard stopped");
         result
     })

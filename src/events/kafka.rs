@@ -243,14 +243,9 @@ impl KafkaBackend {
         }
     }
 
-    /// Flushes the producer at shutdown (anything unsent stays in the spool for the next start).
+    /// Flushes the producer at shutdown. Anything still spooled stays there for the next start
+    /// (a broker that is down now is not waited for).
     pub(super) async fn shutdown(&self) {
-        if self.shared.spooling.load(Ordering::Relaxed) {
-            if let Ok(mut last) = self.last_drain.lock() {
-                *last = None;
-            }
-            self.drain().await;
-        }
         if let Err(e) = self.producer.flush(Timeout::After(Duration::from_secs(5))) {
             tracing::warn!(error = %e, "Kafka producer did not flush at shutdown");
         }

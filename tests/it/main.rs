@@ -4,6 +4,7 @@
 mod cli;
 mod endpoints;
 mod events;
+mod kafka;
 mod routing;
 mod streaming;
 mod support;

@@ -134,7 +134,7 @@ def mock_upstream(switchyard_bin: Path, tmp_path_factory: pytest.TempPathFactory
         proc.stop()
 
 
-def _config(api_base: str) -> str:
+def _config(api_base: str, events: Path) -> str:
     return f"""\
 model_list:
   - model_name: gpt-4o-mini
@@ -146,6 +146,7 @@ model_list:
     litellm_params: {{model: openai/error-429, api_base: "{api_base}", api_key: k}}
 router_settings: {{num_retries: 0}}
 general_settings: {{master_key: {MASTER_KEY}}}
+event_log: {{path: "{events}"}}
 """
 
 
@@ -154,7 +155,7 @@ def gateway(switchyard_bin: Path, mock_upstream: str, tmp_path_factory: pytest.T
     """The gateway in front of the mock upstream; yields its root URL (`http://127.0.0.1:Q`)."""
     workdir = tmp_path_factory.mktemp("gateway")
     config = workdir / "config.yaml"
-    config.write_text(_config(mock_upstream))
+    config.write_text(_config(mock_upstream, workdir / "events"))
     port = _free_port()
     proc = _Process(
         "gateway",
