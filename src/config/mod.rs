@@ -435,6 +435,7 @@ impl Validator<'_> {
             )
         });
         Ok(EventLogConfig {
+            enabled: section.enabled.unwrap_or(true),
             kafka,
             path: path.into(),
             fsync,

@@ -196,6 +196,8 @@ pub struct PricingSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventLogSection {
+    /// `false` turns publishing off entirely (benchmarks, or a deliberate choice).
+    pub enabled: Option<bool>,
     pub kafka: Option<KafkaSection>,
     /// The embedded log's directory (with Kafka: where the spool lives).
     pub path: Option<String>,

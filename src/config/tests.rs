@@ -106,3 +106,22 @@ fn the_quickstart_config_loads_without_warnings() {
     assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
     assert_eq!(cfg.model_groups(), ["gpt-4o-mini", "local-mock", "text-embedding-3-small"]);
 }
+
+#[test]
+fn event_log_is_strict_and_env_overrides_the_connection() {
+    let err = error_of("event_log: {kafka: {bootstrap_servers: x, surprise: 1}}\n");
+    assert!(err.contains("surprise"), "{err}");
+    let cfg = load("event_log: {path: /tmp/ev, fsync: always, enabled: false}\n").unwrap();
+    assert!(cfg.event_log.kafka.is_none() && !cfg.event_log.enabled);
+    assert_eq!(cfg.event_log.fsync, FsyncPolicy::Always);
+    let cfg =
+        Config::from_yaml("event_log: {kafka: {bootstrap_servers: 'file:9092', producer: {acks: 1}}}\n", &|name| {
+            (name == "SWITCHYARD_KAFKA_BOOTSTRAP_SERVERS").then(|| "env:9092".to_string())
+        })
+        .unwrap();
+    let kafka = cfg.event_log.kafka.unwrap();
+    assert_eq!(kafka.bootstrap_servers, "env:9092");
+    assert_eq!(kafka.events_topic(), "switchyard.events");
+    assert_eq!(kafka.producer, vec![("acks".to_string(), "1".to_string())]);
+    assert!(error_of("event_log: {fsync: sometimes}\n").starts_with("event_log.fsync"));
+}

@@ -26,6 +26,8 @@ pub use types::{DeploymentEvent, Envelope, Event, RequestEvent, ResponseEvent};
 /// `event_log`, validated.
 #[derive(Debug, Clone)]
 pub struct EventLogConfig {
+    /// False: events are not published at all.
+    pub enabled: bool,
     pub kafka: Option<KafkaConfig>,
     /// The embedded log's directory; with Kafka, the spool lives in `<path>/spool`.
     pub path: PathBuf,
@@ -107,6 +109,8 @@ struct Shared {
     kafka: bool,
     /// Set at shutdown: the publisher finishes the queue and stops; later events go to disk.
     closing: AtomicBool,
+    /// `event_log.enabled: false`: publishing does nothing.
+    disabled: bool,
 }
 
 /// The handle handlers publish through; cheap to clone.
@@ -145,7 +149,11 @@ impl EventSink {
             depth: AtomicU64::new(0),
             kafka: config.kafka.is_some(),
             closing: AtomicBool::new(false),
+            disabled: !config.enabled,
         });
+        if !config.enabled {
+            tracing::warn!("event_log.enabled is false: no request or response events are published");
+        }
         if config.kafka.is_some() {
             shared.metrics.spool_pending.set(pending as i64);
             if pending > 0 {
@@ -170,12 +178,20 @@ impl EventSink {
         })
     }
 
+    /// False when `event_log.enabled` is false (callers can skip building events).
+    pub fn enabled(&self) -> bool {
+        !self.shared.disabled
+    }
+
     pub fn gateway_id(&self) -> &str {
         &self.gateway_id
     }
 
     /// Queues an event; never waits. When the queue is full the event goes straight to disk.
     pub fn publish(&self, event: Event) {
+        if self.shared.disabled {
+            return;
+        }
         if self.shared.closing.load(Ordering::Acquire) {
             self.shared.write_to_disk(&[event]);
             return;
@@ -193,7 +209,13 @@ impl EventSink {
     pub fn state(&self) -> EventLogState {
         let kafka = self.shared.kafka;
         EventLogState {
-            backend: if kafka { "kafka" } else { "embedded" },
+            backend: if self.shared.disabled {
+                "disabled"
+            } else if kafka {
+                "kafka"
+            } else {
+                "embedded"
+            },
             state: if kafka && self.shared.spooling.load(Ordering::Relaxed) { "spooling" } else { "connected" },
             queue_depth: self.shared.depth.load(Ordering::Relaxed) as i64,
             spool_pending: if kafka { self.shared.metrics.spool_pending.get() } else { 0 },

@@ -134,6 +134,9 @@ fn params(body: &Map<String, Value>) -> Value {
 impl Recorder {
     /// Publishes the request event of an admitted call.
     pub fn request(&self, trace: &mut Trace, body: &Map<String, Value>, api_key_hash: Option<String>) {
+        if !self.events.enabled() {
+            return;
+        }
         let metadata = body.get("metadata").filter(|m| m.is_object()).cloned();
         let tags = metadata
             .as_ref()
