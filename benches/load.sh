@@ -9,6 +9,10 @@
 #
 # Usage: benches/load.sh            (one run, about 2 minutes)
 #        RUNS=3 benches/load.sh     (medians of 3 runs; what benches/RESULTS.md reports)
+# The gateway runs with `event_log: {enabled: false}` (no events published, as before the event
+# log existed); GW_EVENT_LOG='event_log: {...}' replaces that line of its config.
+# Sourced (benches/events.sh does), it only sets up (build, temp dir, trap, wrk script, helpers)
+# and returns before the runs.
 # Knobs (environment): RUNS=1 DURATION=15 WARMUP=3 CONNS=32 THREADS=1 LIGHT=5 (1-connection
 #   latency probe, seconds; 0 skips it) MOCK_WORKERS=1 NO_BUILD=1 (use the existing binary)
 #   KEEP=1 (keep the temp dir with configs, logs and raw wrk output).
@@ -28,10 +32,12 @@ MOCK_WORKERS=${MOCK_WORKERS:-1}
 BIN=$ROOT/target/release/switchyard
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 WRK=${WRK:-$(command -v wrk || echo wrk)}
+GW_EVENT_LOG=${GW_EVENT_LOG:-'event_log: {enabled: false}'}
 BODY='{"model":"bench","messages":[{"role":"user","content":"hello there"}]}'
 KEY=sk-bench
+SCRIPT_NAME=${SCRIPT_NAME:-load.sh}
 
-die() { echo "load.sh: $*" >&2; exit 1; }
+die() { echo "$SCRIPT_NAME: $*" >&2; exit 1; }
 [[ -x $NGINX ]] || die "nginx not found (apt-get install -y nginx-light)"
 command -v "$WRK" >/dev/null || die "wrk not found (apt-get install -y wrk)"
 
@@ -53,7 +59,7 @@ stop_pid() {
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ -n ${KEEP:-} ]]; then echo "load.sh: kept $TMP" >&2; else rm -rf "$TMP"; fi
+    if [[ -n ${KEEP:-} ]]; then echo "$SCRIPT_NAME: kept $TMP" >&2; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -89,7 +95,7 @@ wait_listening() { # port pid name
 smoke() { # url name: one request must answer 200
     command -v curl >/dev/null || return 0
     local code
-    code=$(curl -s -o "$TMP/smoke-$2.json" -w '%{http_code}' -X POST "$1" \
+    code=$(curl -s --max-time 10 -o "$TMP/smoke-$2.json" -w '%{http_code}' -X POST "$1" \
         -H "Authorization: Bearer $KEY" -H 'content-type: application/json' -d "$BODY") || true
     [[ $code == 200 ]] || die "$2 answered $code to the smoke request: $(head -c 300 "$TMP/smoke-$2.json")"
 }
@@ -187,25 +193,35 @@ wrk_run() {
 
 # Measures one target: warm-up, the load (with CPU accounting), the 1-connection probe.
 # run target url proxy_pids...
+# Optional: AUX_PIDS (space-separated pids, e.g. a Kafka broker) adds aux_cpu_us_per_req;
+# functions before_load / after_load, when defined, run just before / after the measured load
+# (arguments: run target), e.g. to read counters over exactly the measured window.
 measure() {
     local run=$1 target=$2 url=$3
     shift 3
-    local kv m0 m1 p0 p1 k0 k1 kv2 pair
-    wrk_run "$target-warmup" "$url" "$CONNS" "$WARMUP" >/dev/null
+    local kv m0 m1 p0 p1 k0 k1 a0 a1 kv2 pair
+    wrk_run "$target-warmup-r$run" "$url" "$CONNS" "$WARMUP" >/dev/null
+    if declare -F before_load >/dev/null; then before_load "$run" "$target"; fi
     read -r m0 t0 < <(machine_ticks)
     p0=$(proc_ticks "$@")
     k0=$(proc_ticks "$MOCK_PID")
+    a0=$(proc_ticks ${AUX_PIDS:-})
     kv=$(wrk_run "$target-r$run" "$url" "$CONNS" "$DURATION")
     read -r m1 t1 < <(machine_ticks)
     p1=$(proc_ticks "$@")
     k1=$(proc_ticks "$MOCK_PID")
+    a1=$(proc_ticks ${AUX_PIDS:-})
     for pair in $kv; do put "$run" "$target" "${pair%%=*}" "${pair#*=}"; done
     local reqs
     reqs=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$kv")
     put "$run" "$target" proxy_cpu_us_per_req "$(awk -v d=$((p1 - p0)) -v r="$reqs" -v h="$TCK" 'BEGIN{printf "%.1f", r ? d / h / r * 1e6 : 0}')"
     put "$run" "$target" mock_cpu_us_per_req "$(awk -v d=$((k1 - k0)) -v r="$reqs" -v h="$TCK" 'BEGIN{printf "%.1f", r ? d / h / r * 1e6 : 0}')"
+    if [[ -n ${AUX_PIDS:-} ]]; then
+        put "$run" "$target" aux_cpu_us_per_req "$(awk -v d=$((a1 - a0)) -v r="$reqs" -v h="$TCK" 'BEGIN{printf "%.1f", r ? d / h / r * 1e6 : 0}')"
+    fi
     put "$run" "$target" machine_busy_pct "$(awk -v b=$((m1 - m0)) -v t=$((t1 - t0)) 'BEGIN{printf "%.0f", t ? 100 * b / t : 0}')"
     echo "  run $run $target: $kv" >&2
+    if declare -F after_load >/dev/null; then after_load "$run" "$target"; fi
     if ((LIGHT > 0)); then
         kv2=$(wrk_run "$target-c1-r$run" "$url" 1 "$LIGHT")
         for pair in $kv2; do put "$run" "$target" "c1_${pair%%=*}" "${pair#*=}"; done
@@ -249,18 +265,20 @@ EOF
     wait_listening "$2" "$NGINX_PID" "nginx-w$1"
 }
 
-start_gateway() { # workers port -> pid in GW_PID
-    cat >"$TMP/gateway.yaml" <<EOF
+start_gateway() { # workers port [name] -> pid in GW_PID; its event_log line is $GW_EVENT_LOG
+    local name=${3:-gw-w$1}
+    cat >"$TMP/$name.yaml" <<EOF
 model_list:
   - model_name: bench
     litellm_params: {model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:$MOCK_PORT/v1", api_key: x}
 general_settings: {master_key: $KEY}
+$GW_EVENT_LOG
 EOF
-    "$BIN" --config "$TMP/gateway.yaml" --host 127.0.0.1 --port "$2" --num_workers "$1" \
-        --graceful-timeout 1 >"$TMP/gw-w$1.log" 2>&1 &
+    "$BIN" --config "$TMP/$name.yaml" --host 127.0.0.1 --port "$2" --num_workers "$1" \
+        --graceful-timeout 1 >"$TMP/$name.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
-    wait_listening "$2" "$GW_PID" "gw-w$1"
+    wait_listening "$2" "$GW_PID" "$name"
 }
 
 forget_pid() { # drop a stopped pid from PIDS
@@ -269,13 +287,28 @@ forget_pid() { # drop a stopped pid from PIDS
     PIDS=("${keep[@]}")
 }
 
+start_mock() { # -> MOCK_PORT, MOCK_PID
+    MOCK_PORT=$(pick_port)
+    "$BIN" mock-upstream --host 127.0.0.1 --port "$MOCK_PORT" --workers "$MOCK_WORKERS" >"$TMP/mock.log" 2>&1 &
+    MOCK_PID=$!
+    PIDS+=("$MOCK_PID")
+    wait_listening "$MOCK_PORT" "$MOCK_PID" mock
+    smoke "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" mock
+}
+
+# Median over runs of each (target, key): results.tsv -> target key median
+medians() {
+    sort -t$'\t' -k2,2 -k3,3 -k4,4g "$1" | awk -F'\t' '
+        function flush() { if (n) { m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2; print key "\t" m } n = 0 }
+        { k = $2 "\t" $3; if (k != key) { flush(); key = k } v[++n] = $4 }
+        END { flush() }'
+}
+
+# Sourced: setup only.
+if [[ ${BASH_SOURCE[0]} != "$0" ]]; then return 0; fi
+
 # ---------------------------------------------------------------------------------- runs
-MOCK_PORT=$(pick_port)
-"$BIN" mock-upstream --host 127.0.0.1 --port "$MOCK_PORT" --workers "$MOCK_WORKERS" >"$TMP/mock.log" 2>&1 &
-MOCK_PID=$!
-PIDS+=("$MOCK_PID")
-wait_listening "$MOCK_PORT" "$MOCK_PID" mock
-smoke "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" mock
+start_mock
 
 echo "load: $CONNS connections, wrk -t$THREADS, ${DURATION}s per target after ${WARMUP}s warm-up, $RUNS run(s), $(nproc) cores" >&2
 for run in $(seq "$RUNS"); do
@@ -307,10 +340,7 @@ done
 # ---------------------------------------------------------------------------------- summary
 # Median over runs of each (target, key).
 MED=$TMP/medians.tsv
-sort -t$'\t' -k2,2 -k3,3 -k4,4g "$RESULTS" | awk -F'\t' '
-    function flush() { if (n) { m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2; print key "\t" m } n = 0 }
-    { k = $2 "\t" $3; if (k != key) { flush(); key = k } v[++n] = $4 }
-    END { flush() }' >"$MED"
+medians "$RESULTS" >"$MED"
 
 if [[ -n ${KEEP:-} ]]; then cp "$RESULTS" "$TMP/results-all.tsv"; fi
 echo

@@ -32,6 +32,7 @@ fn tansu_bin() -> Option<PathBuf> {
 pub struct Broker {
     bin: PathBuf,
     port: u16,
+    /// The broker's working directory, holding its sqlite database.
     db: PathBuf,
     child: Option<Child>,
 }
@@ -46,7 +47,9 @@ impl Broker {
             }
             panic!("tansu not found: `cargo install tansu --locked --features dynostore,libsql` (scripts/test.sh does), or set TANSU_BIN");
         };
-        let db = std::env::temp_dir().join(format!("switchyard-tansu-{}.db", uuid::Uuid::new_v4()));
+        // tansu opens `sqlite://NAME` relative to its working directory.
+        let db = std::env::temp_dir().join(format!("switchyard-tansu-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&db).unwrap();
         let mut broker = Self { bin, port: free_port(), db, child: None };
         broker.resume();
         Some(broker)
@@ -60,10 +63,10 @@ impl Broker {
     pub fn resume(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(&self.bin)
-            .args(["broker", "--kafka-cluster-id", "switchyard-test"])
-            .args(["--kafka-listener-url", &url, "--kafka-advertised-listener-url", &url])
-            .args(["--storage-engine", &format!("sqlite://{}", self.db.display())])
-            .args(["--prometheus-listener-url", &format!("tcp://127.0.0.1:{}", free_port())])
+            .args(["broker", "--cluster-id", "switchyard-test"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.db)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -87,7 +90,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_file(&self.db);
+        let _ = std::fs::remove_dir_all(&self.db);
     }
 }
 

@@ -34,9 +34,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory):
     url = f"tcp://127.0.0.1:{port}"
     proc = _Process(
         "tansu",
-        [_tansu(), "broker", "--kafka-cluster-id", "pytest", "--kafka-listener-url", url,
-         "--kafka-advertised-listener-url", url, "--storage-engine", "memory://tansu/",
-         "--prometheus-listener-url", f"tcp://127.0.0.1:{_free_port()}"],
+        [_tansu(), "broker", "--cluster-id", "pytest", "--listener-url", url,
+         "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
         workdir / "tansu.log",
     )
     deadline = time.monotonic() + 30

@@ -1,0 +1,385 @@
+#!/usr/bin/env bash
+# Event-log benchmark: the load of benches/load.sh (wrk, 32 connections, non-stream chat
+# completions, the same mock upstream) against the gateway (--num_workers 1) in each event-log
+# mode, side by side, with the direct and nginx targets rerun for context:
+#   direct       the mock upstream itself
+#   nginx-w1     nginx, 1 worker, in front of the mock
+#   gw-off       event_log: {enabled: false}                 nothing published (the baseline)
+#   gw-embedded  event_log: {path: ...}                       embedded durable log, default fsync (1 s)
+#   gw-kafka     event_log: {kafka: {...}}                    Kafka, a tansu broker on loopback
+#   gw-kafka-down  the same, with the broker stopped after the gateway connected and before the
+#                load: events go to the disk spool
+# Reported (never enforced): with Kafka, req/s >= 0.9x gw-off and p99 <= gw-off + 0.2 ms; with
+# the broker down, every request still answers 200. Also checked: Kafka events delivered during
+# the measured load ~ 2x the requests wrk made (one request and one response event per call).
+#
+# Usage: benches/events.sh          (one run, about 3 minutes)
+#        RUNS=3 benches/events.sh   (medians of 3 runs; what benches/RESULTS.md reports)
+# Knobs: those of benches/load.sh (DURATION WARMUP CONNS THREADS LIGHT MOCK_WORKERS NO_BUILD KEEP),
+#   plus NGINX_WORKERS="1" (nginx targets to run; "" skips nginx), MODES="off embedded kafka
+#   kafka-down", TANSU=~/.cargo/bin/tansu (cargo install tansu --locked --features dynostore,libsql).
+# Needs what load.sh needs, plus tansu and curl. Everything listens on 127.0.0.1; everything
+# started is stopped on exit (load.sh's trap).
+set -euo pipefail
+export LC_ALL=C
+SCRIPT_NAME=events.sh
+HERE=$(cd "$(dirname "$0")" && pwd)
+NGINX_WORKERS=${NGINX_WORKERS-1}
+MODES=${MODES:-off embedded kafka kafka-down}
+TANSU=${TANSU:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}
+command -v curl >/dev/null || { echo "events.sh: curl not found" >&2; exit 1; }
+if [[ " $MODES " == *" kafka"* ]] && [[ ! -x $TANSU ]]; then
+    echo "events.sh: tansu not found at $TANSU (cargo install tansu --locked --features dynostore,libsql)" >&2
+    exit 1
+fi
+
+# Setup, helpers, trap: load.sh returns before its own runs when sourced.
+# shellcheck source=benches/load.sh
+source "$HERE/load.sh"
+
+# ---------------------------------------------------------------------------------- helpers
+GW_URL= # http://127.0.0.1:port of the gateway under test
+
+metric() { # name -> value (0 when absent)
+    curl -s --max-time 5 "$GW_URL/metrics" | awk -v n="$1" '$1 == n { v = $2 } END { printf "%d\n", v + 0 }'
+}
+
+readiness() { # -> "state spool_pending queue_depth" of the event log ("? ? ?" if no answer)
+    local body
+    body=$(curl -s --max-time 5 "$GW_URL/health/readiness") || true
+    if [[ -z $body ]]; then echo "? ? ?"; return 0; fi
+    jq -r '.event_log | "\(.state) \(.spool_pending) \(.queue_depth)"' <<<"$body" 2>/dev/null || echo "? ? ?"
+}
+
+# Waits (at most 15 s) until the event pipeline is idle: queue empty (readiness reports the live
+# depth; the gauge in /metrics is only updated when the publisher takes a batch) and the sent +
+# spooled counters unchanged for 1 s.
+settle() {
+    local last=-1 same=0 i now q
+    for i in $(seq 75); do
+        now=$(( $(metric switchyard_events_sent_total) + $(metric switchyard_events_spooled_total) ))
+        q=$(readiness | cut -d' ' -f3)
+        if [[ $now == "$last" && $q == 0 ]]; then
+            same=$((same + 1))
+            ((same >= 5)) && return 0
+        else
+            same=0
+        fi
+        last=$now
+        sleep 0.2
+    done
+    echo "  (event pipeline still busy after 15 s)" >&2
+}
+
+# CPU ticks per thread name of a process: "name ticks" lines.
+thread_ticks() {
+    local t comm
+    for t in /proc/"$1"/task/*; do
+        comm=$(tr ' ' '_' <"$t/comm" 2>/dev/null) || continue
+        sed 's/^.*) //' "$t/stat" 2>/dev/null | awk -v c="$comm" '{ print c, $12 + $13 }'
+    done | awk '{ s[$1] += $2 } END { for (c in s) print c, s[c] }' | sort
+}
+
+# wrk's RESULT key=value from one raw output file
+wrk_key() { # file key
+    sed -n "s/^RESULT .*[ ]$2=\([0-9.]*\).*/\1/p; s/^RESULT $2=\([0-9.]*\).*/\1/p" "$1" | head -1
+}
+
+# Other work on this machine (builds, tests) skews every number: before each target, wait (at most
+# QUIET_WAIT s) until the machine is nearly idle (1 s samples, % of all cores), and record the CPU
+# that processes outside this script's process group used during the measured load.
+QUIET_WAIT=${QUIET_WAIT:-180}
+QUIET_PCT=${QUIET_PCT:-10}
+busy_1s() {
+    local b0 t0 b1 t1
+    read -r b0 t0 < <(machine_ticks)
+    sleep 1
+    read -r b1 t1 < <(machine_ticks)
+    echo $((t1 > t0 ? 100 * (b1 - b0) / (t1 - t0) : 0))
+}
+wait_quiet() { # run target
+    local i b
+    for i in $(seq "$QUIET_WAIT"); do
+        b=$(busy_1s)
+        ((b <= QUIET_PCT)) && break
+        ((i == 1)) && echo "  waiting for the machine to go quiet (busy $b%) ..." >&2
+    done
+    ((b <= QUIET_PCT)) || echo "  machine still $b% busy after ${QUIET_WAIT}s; measuring anyway" >&2
+    put "$1" "$2" busy_before_pct "$b"
+}
+
+# CPU ticks of user processes outside our process group (with their reaped children's), and the
+# machine's total ticks.
+foreign_ticks() {
+    local pg
+    pg=$(sed 's/^.*) //' /proc/$$/stat | awk '{print $3}')
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v pg="$pg" '
+        { sub(/^.*\) /, "") }
+        $3 != pg && $2 != 2 && $2 != 0 { t += $12 + $13 + $14 + $15 }
+        END { printf "%d\n", t }'
+}
+
+before_load() {
+    before_events "$@"
+    read -r _ FT0 < <(machine_ticks)
+    FF0=$(foreign_ticks)
+}
+
+after_load() {
+    local f1 t1
+    f1=$(foreign_ticks)
+    read -r _ t1 < <(machine_ticks)
+    put "$1" "$2" foreign_cpu_pct "$(awk -v f=$((f1 - FF0)) -v t=$((t1 - FT0)) 'BEGIN{printf "%.1f", t ? 100 * f / t : 0}')"
+    after_events "$@"
+}
+
+before_events() {
+    [[ $2 == gw-* ]] || return 0
+    # The warm-up's last events are not counted in the window. (With the broker down the queue
+    # does not drain while the publisher retries the broker, so there is nothing to wait for.)
+    [[ $2 == gw-off || $2 == gw-kafka-down ]] || settle
+    SENT0=$(metric switchyard_events_sent_total)
+    SPOOLED0=$(metric switchyard_events_spooled_total)
+    FAILED0=$(metric switchyard_events_failed_total)
+    thread_ticks "$GW_PID" >"$TMP/threads0"
+}
+
+after_events() {
+    local run=$1 target=$2
+    [[ $target == gw-* ]] || return 0
+    thread_ticks "$GW_PID" >"$TMP/threads1"
+    local reqs
+    reqs=$(wrk_key "$TMP/wrk-$target-r$run.txt" requests)
+    # CPU µs per request of each gateway thread group, over the measured load.
+    join -a2 -e0 -o 0,1.2,2.2 "$TMP/threads0" "$TMP/threads1" | while read -r name t0 t1; do
+        name=$(sed 's/[0-9]*$//' <<<"$name")
+        echo "$name $((t1 - t0))"
+    done | awk '{ s[$1] += $2 } END { for (c in s) print c, s[c] }' | while read -r name d; do
+        put "$run" "$target" "thr:$name" "$(awk -v d="$d" -v r="$reqs" -v h="$TCK" 'BEGIN{printf "%.1f", r ? d / h / r * 1e6 : 0}')"
+    done
+    [[ $target == gw-off ]] && return 0
+    if [[ $target == gw-kafka-down ]]; then sleep 1; else settle; fi
+    put "$run" "$target" load_events_sent $(($(metric switchyard_events_sent_total) - SENT0))
+    put "$run" "$target" load_events_spooled $(($(metric switchyard_events_spooled_total) - SPOOLED0))
+    put "$run" "$target" load_events_failed $(($(metric switchyard_events_failed_total) - FAILED0))
+}
+
+start_broker() { # -> BROKER_PORT, BROKER_PID
+    BROKER_PORT=$(pick_port)
+    local extra=() i
+    # tansu 0.6 has no Prometheus listener flag (older releases did); pass it only when known.
+    if "$TANSU" broker --help 2>&1 | grep -q -- --prometheus-listener-url; then
+        extra=(--prometheus-listener-url "tcp://127.0.0.1:$(pick_port)")
+    fi
+    "$TANSU" broker --kafka-cluster-id bench \
+        --kafka-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+        --kafka-advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+        --storage-engine memory://tansu/ "${extra[@]}" >"$TMP/tansu-r$run.log" 2>&1 &
+    BROKER_PID=$!
+    PIDS+=("$BROKER_PID")
+    for i in $(seq 300); do
+        kill -0 "$BROKER_PID" 2>/dev/null || die "tansu exited at startup: $(tail -5 "$TMP/tansu-r$run.log")"
+        if (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "tansu is not listening on $BROKER_PORT after 30 s"
+}
+
+stop_broker() {
+    [[ -n ${BROKER_PID:-} ]] || return 0
+    put "$run" broker rss_kb "$(awk '/^VmRSS/{print $2}' "/proc/$BROKER_PID/status" 2>/dev/null || echo 0)"
+    stop_pid "$BROKER_PID"
+    forget_pid "$BROKER_PID"
+    BROKER_PID=
+}
+
+# Waits (at most 30 s) until the gateway has delivered at least $1 events to Kafka.
+wait_sent() {
+    local i
+    for i in $(seq 150); do
+        (($(metric switchyard_events_sent_total) >= $1)) && return 0
+        sleep 0.2
+    done
+    die "the gateway delivered no events to Kafka within 30 s (log: $TMP/$target.log)"
+}
+
+# One gateway mode: start, smoke, measure, checks, stop.
+gateway_mode() { # run mode
+    local run=$1 mode=$2 target=gw-$2 port dir
+    dir=$TMP/events-$mode-r$run
+    AUX_PIDS=
+    case $mode in
+        off) GW_EVENT_LOG='event_log: {enabled: false}' ;;
+        embedded) GW_EVENT_LOG="event_log: {path: \"$dir\"}" ;;
+        kafka | kafka-down)
+            [[ -n ${BROKER_PID:-} ]] || start_broker
+            GW_EVENT_LOG="event_log: {path: \"$dir\", kafka: {bootstrap_servers: \"127.0.0.1:$BROKER_PORT\", topic_prefix: bench, partitions: 3}}"
+            ;;
+        *) die "unknown mode $mode" ;;
+    esac
+    port=$(pick_port)
+    GW_URL=http://127.0.0.1:$port
+    start_gateway 1 "$port" "$target"
+    smoke "$GW_URL/v1/chat/completions" "$target"
+    case $mode in
+        kafka)
+            wait_sent 2
+            AUX_PIDS=$BROKER_PID
+            ;;
+        kafka-down)
+            wait_sent 2 # connected, topics created
+            put "$run" "$target" state_before "$(readiness | cut -d' ' -f1)"
+            stop_broker
+            ;;
+    esac
+    put "$run" "$target" idle_rss_kb "$(awk '/^VmRSS/{print $2}' "/proc/$GW_PID/status")"
+    wait_quiet "$run" "$target"
+    measure "$run" "$target" "$GW_URL/v1/chat/completions" "$GW_PID"
+    put "$run" "$target" hwm_kb "$(awk '/^VmHWM/{print $2}' "/proc/$GW_PID/status")"
+    put "$run" "$target" rss_kb "$(awk '/^VmRSS/{print $2}' "/proc/$GW_PID/status")"
+    [[ $mode == kafka ]] && put "$run" "$target" aux_rss_kb "$(awk '/^VmRSS/{print $2}' "/proc/$BROKER_PID/status")"
+
+    # Every request wrk made to this gateway (warm-up, load, 1-connection probe), and its answers.
+    local f all=0 bad=0 v
+    for f in "$TMP/wrk-$target-warmup-r$run.txt" "$TMP/wrk-$target-r$run.txt" "$TMP/wrk-$target-c1-r$run.txt"; do
+        [[ -f $f ]] || continue
+        all=$((all + $(wrk_key "$f" requests)))
+        bad=$((bad + $(wrk_key "$f" non200) + $(wrk_key "$f" sock_errors)))
+    done
+    put "$run" "$target" all_requests "$all"
+    put "$run" "$target" all_bad "$bad"
+    if [[ $mode != off ]]; then
+        if [[ $mode != kafka-down ]]; then settle; fi
+        local t0 t1 r
+        t0=$(date +%s%N)
+        r=$(readiness)
+        t1=$(date +%s%N)
+        put "$run" "$target" state_after "${r%% *}"
+        v=${r#* }
+        put "$run" "$target" spool_pending_after "${v%% *}"
+        put "$run" "$target" queue_depth_after "${v#* }"
+        put "$run" "$target" readiness_ms "$(((t1 - t0) / 1000000))"
+        put "$run" "$target" events_sent_total "$(metric switchyard_events_sent_total)"
+        put "$run" "$target" events_spooled_total "$(metric switchyard_events_spooled_total)"
+        put "$run" "$target" events_failed_total "$(metric switchyard_events_failed_total)"
+        put "$run" "$target" disk_kb "$(du -sk "$dir" 2>/dev/null | cut -f1)"
+        kill -0 "$GW_PID" 2>/dev/null && put "$run" "$target" alive 1 || put "$run" "$target" alive 0
+    fi
+    stop_pid "$GW_PID"
+    forget_pid "$GW_PID"
+    [[ -n ${KEEP:-} ]] || rm -rf "$dir"
+}
+
+# ---------------------------------------------------------------------------------- runs
+start_mock
+echo "events: $CONNS connections, wrk -t$THREADS, ${DURATION}s per target after ${WARMUP}s warm-up, $RUNS run(s), $(nproc) cores; modes: $MODES" >&2
+for run in $(seq "$RUNS"); do
+    BROKER_PID=
+    wait_quiet "$run" direct
+    measure "$run" direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "$MOCK_PID"
+    for w in $NGINX_WORKERS; do
+        port=$(pick_port)
+        start_nginx "$w" "$port"
+        smoke "http://127.0.0.1:$port/v1/chat/completions" "nginx-w$w"
+        wait_quiet "$run" "nginx-w$w"
+        measure "$run" "nginx-w$w" "http://127.0.0.1:$port/v1/chat/completions" \
+            "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true)
+        stop_pid "$NGINX_PID"
+        forget_pid "$NGINX_PID"
+    done
+    for mode in $MODES; do gateway_mode "$run" "$mode"; done
+    stop_broker
+done
+
+# ---------------------------------------------------------------------------------- summary
+MED=$TMP/medians.tsv
+medians "$RESULTS" >"$MED"
+if [[ -n ${KEEP:-} ]]; then cp "$RESULTS" "$TMP/results-all.tsv"; fi
+echo
+awk -F'\t' -v runs="$RUNS" -v conns="$CONNS" -v nginx="$NGINX_WORKERS" -v modes="$MODES" '
+    FILENAME == ARGV[1] { m[$1, $2] = $3; next }
+    { r[$1, $2, $3] = $4; if (!($1 in seen)) { seen[$1]; order[++nr] = $1 } }
+    function g(t, k) { return ((t SUBSEP k) in m) ? m[t, k] : -1 }
+    function has(t) { return (t SUBSEP "rps") in m }
+    function ms(us) { return us < 0 ? "-" : sprintf("%.2f", us / 1000) }
+    function mb(kb) { return kb < 0 ? "-" : sprintf("%.1f", kb / 1024) }
+    function met(ok) { return ok ? "MET" : "NOT MET" }
+    END {
+        n = 0; T[++n] = "direct"
+        k = split(nginx, W, " "); for (i = 1; i <= k; i++) T[++n] = "nginx-w" W[i]
+        k = split(modes, M, " "); for (i = 1; i <= k; i++) T[++n] = "gw-" M[i]
+        base = "gw-off"
+        printf "Medians of %d run(s); %d connections; latency in ms; CPU in us per request (all threads).\n\n", runs, conns
+        printf "| mode | req/s | p50 | p99 | req/s vs gw-off | p99 vs gw-off | overhead hdr p50 / p99 | RSS MB after / peak | proxy CPU | broker CPU | 1-conn p50 / p99 | machine busy / others |\n"
+        printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        for (i = 1; i <= n; i++) {
+            t = T[i]; if (!has(t)) continue
+            ratio = has(base) ? sprintf("%.2fx", g(t, "rps") / g(base, "rps")) : "-"
+            d99 = has(base) ? sprintf("%+.2f", (g(t, "p99_us") - g(base, "p99_us")) / 1000) : "-"
+            ovh = (g(t, "ovh_n") > 0) ? sprintf("%.3f / %.3f", g(t, "ovh_p50_ms"), g(t, "ovh_p99_ms")) : "-"
+            rss = (t ~ /^gw-/) ? sprintf("%s / %s", mb(g(t, "rss_kb")), mb(g(t, "hwm_kb"))) : "-"
+            c1 = (g(t, "c1_p50_us") >= 0) ? sprintf("%s / %s", ms(g(t, "c1_p50_us")), ms(g(t, "c1_p99_us"))) : "-"
+            printf "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s%% / %s%% |\n", t, g(t, "rps"), ms(g(t, "p50_us")), ms(g(t, "p99_us")),
+                ratio, d99, ovh, rss, (t == "direct") ? "-" : g(t, "proxy_cpu_us_per_req"),
+                (g(t, "aux_cpu_us_per_req") >= 0) ? g(t, "aux_cpu_us_per_req") : "-", c1, g(t, "machine_busy_pct"), g(t, "foreign_cpu_pct")
+        }
+        printf "\nreq/s per run:"
+        for (i = 1; i <= n; i++) {
+            t = T[i]; s = ""
+            for (j = 1; j <= nr; j++) if ((order[j], t, "rps") in r) s = s (s == "" ? "" : " / ") sprintf("%.0f", r[order[j], t, "rps"])
+            if (s != "") printf "  %s %s;", t, s
+        }
+        printf "\np99 (ms) per run:"
+        for (i = 1; i <= n; i++) {
+            t = T[i]; s = ""
+            for (j = 1; j <= nr; j++) if ((order[j], t, "p99_us") in r) s = s (s == "" ? "" : " / ") sprintf("%.2f", r[order[j], t, "p99_us"] / 1000)
+            if (s != "") printf "  %s %s;", t, s
+        }
+        printf "\nCPU used by other processes during the load (%% of the machine) per run:"
+        for (i = 1; i <= n; i++) {
+            t = T[i]; s = ""
+            for (j = 1; j <= nr; j++) if ((order[j], t, "foreign_cpu_pct") in r) s = s (s == "" ? "" : " / ") r[order[j], t, "foreign_cpu_pct"]
+            if (s != "") printf "  %s %s;", t, s
+        }
+        printf "\n\nGateway CPU per request by thread (us, medians; threads named by the runtime, digits stripped):\n"
+        for (i = 1; i <= n; i++) {
+            t = T[i]; if (t !~ /^gw-/ || !has(t)) continue
+            s = ""
+            for (key in m) { split(key, kk, SUBSEP); if (kk[1] == t && kk[2] ~ /^thr:/ && m[key] >= 0.5) s = s sprintf(" %s=%s", substr(kk[2], 5), m[key]) }
+            printf "  %s:%s\n", t, s
+        }
+        printf "\nTargets (reported, not enforced):\n"
+        if (has("gw-kafka") && has(base)) {
+            rr = g("gw-kafka", "rps") / g(base, "rps"); dd = (g("gw-kafka", "p99_us") - g(base, "p99_us")) / 1000
+            printf "  Kafka req/s / event-log-off req/s: %.3f (target >= 0.90: %s)\n", rr, met(rr >= 0.9)
+            printf "  Kafka p99 - event-log-off p99: %+.3f ms (target <= +0.20 ms: %s)\n", dd, met(dd <= 0.2)
+        }
+        if (has("gw-embedded") && has(base)) {
+            printf "  (embedded log: req/s %.3fx, p99 %+.3f ms vs off)\n", g("gw-embedded", "rps") / g(base, "rps"), (g("gw-embedded", "p99_us") - g(base, "p99_us")) / 1000
+        }
+        printf "\nEvents per run (measured load window; expected ~2 per request):\n"
+        for (j = 1; j <= nr; j++) {
+            rn = order[j]
+            for (i = 1; i <= n; i++) {
+                t = T[i]; if (t !~ /^gw-/ || t == base || !((rn, t, "requests") in r)) continue
+                q = r[rn, t, "requests"]
+                printf "  run %s %s: wrk requests %d; events sent %d (%.3f per request), spooled %d, failed %d; all wrk requests %d, non-200 + socket errors %d; after: state %s, spool_pending %s, sent_total %s, spooled_total %s, event dir %.0f MB, readiness answered in %s ms, alive %s\n",
+                    rn, t, q, r[rn, t, "load_events_sent"], q ? r[rn, t, "load_events_sent"] / q : 0, r[rn, t, "load_events_spooled"], r[rn, t, "load_events_failed"],
+                    r[rn, t, "all_requests"], r[rn, t, "all_bad"], r[rn, t, "state_after"], r[rn, t, "spool_pending_after"],
+                    r[rn, t, "events_sent_total"], r[rn, t, "events_spooled_total"], r[rn, t, "disk_kb"] / 1024, r[rn, t, "readiness_ms"], r[rn, t, "alive"]
+            }
+        }
+        if (has("gw-kafka")) {
+            ok = 1
+            for (j = 1; j <= nr; j++) { rn = order[j]; if ((rn, "gw-kafka", "requests") in r) { q = r[rn, "gw-kafka", "requests"]; e = r[rn, "gw-kafka", "load_events_sent"]; if (e < 2 * q || e > 2 * q + 4 * conns) ok = 0 } }
+            printf "  Kafka: events sent during the load = 2 x wrk requests (+ at most the in-flight calls) in every run: %s\n", ok ? "yes" : "NO"
+        }
+        if (has("gw-kafka-down")) {
+            ok = 1; sp = 1
+            for (j = 1; j <= nr; j++) { rn = order[j]; t = "gw-kafka-down"; if ((rn, t, "requests") in r) { if (r[rn, t, "all_bad"] != 0 || r[rn, t, "alive"] != 1) ok = 0; if (r[rn, t, "load_events_spooled"] <= 0) sp = 0 } }
+            printf "  Broker down: every request answered 200 and the gateway stayed up in every run: %s; events spooled in every run: %s\n", ok ? "MET" : "NOT MET", sp ? "yes" : "NO"
+        }
+        bad = 0
+        for (i = 1; i <= n; i++) if (has(T[i])) bad += g(T[i], "non200") + g(T[i], "sock_errors")
+        if (bad > 0) printf "\nWARNING: non-200 answers or socket errors in the measured loads (median sum %d); see wrk output with KEEP=1.\n", bad
+    }' "$MED" "$RESULTS"
