@@ -66,7 +66,7 @@ fn bench_select(c: &mut Criterion) {
 /// The raw bytes of a 30-chunk chat stream followed by `data: [DONE]`.
 fn stream_bytes() -> (Vec<u8>, usize) {
     let content = (1..=27).map(|i| format!("word{i}")).collect::<Vec<_>>().join(" ");
-    let usage = mock::usage(24, 27);
+    let usage = switchyard::openai::TokenUsage::new(24, 27);
     let payloads = mock::chat_stream_payloads(
         "chatcmpl-0123456789abcdef0123456789abcdef",
         "gpt-4o-mini-2024-07-18",

@@ -91,7 +91,7 @@ impl KafkaBackend {
     }
 
     /// Creates the topics if they are missing; false when the broker cannot be reached.
-    async fn ensure_topics(&self) -> bool {
+    pub(super) async fn ensure_topics(&self) -> bool {
         if self.topics_ready.lock().map(|r| *r).unwrap_or(false) {
             return true;
         }

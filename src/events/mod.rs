@@ -303,6 +303,10 @@ fn run_publisher(rx: mpsc::Receiver<Event>, backend: Backend, shared: Arc<Shared
             return;
         }
     };
+    if let Backend::Kafka(k) = &backend {
+        // Topics are created at startup; if the broker is down, on the first drain after it is back.
+        runtime.block_on(k.ensure_topics());
+    }
     let mut batch = Vec::with_capacity(512);
     loop {
         // Wait for one event (waking up now and then so the Kafka spool keeps draining); once

@@ -106,6 +106,9 @@ pub struct ResponseEvent {
     pub reasoning_tokens: u64,
     /// USD, equal to the `x-litellm-response-cost` header.
     pub cost: f64,
+    /// True when the token counts are the gateway's estimate: a stream that ended (client gone,
+    /// upstream cut) before the upstream reported its usage; about one token per text chunk.
+    pub tokens_estimated: bool,
     pub cache_hit: bool,
     pub finish_reason: Option<String>,
     /// The response body, only with `general_settings.store_prompts_in_spend_logs`.

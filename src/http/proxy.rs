@@ -14,7 +14,7 @@ use super::{auth, read_body, Gateway};
 use crate::deployment::{DeploymentHandle, InFlight, Outcome};
 use crate::error::GatewayError;
 use crate::failure::ErrorClass;
-use crate::openai::{estimate_tokens, prompt_len};
+use crate::openai::{estimate_tokens, prompt_len, TokenUsage};
 use crate::providers::Endpoint;
 use crate::router::{CallRequest, Dispatched, Failed, Reply};
 
@@ -220,6 +220,7 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
                     first_token_at: None,
                     finish_reason,
                     completed: true,
+                    tokens_estimated: false,
                     response,
                     upstream_time,
                 },
@@ -240,6 +241,7 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
                 attempts,
                 upstream_started,
                 upstream_time,
+                input_tokens: call.input_tokens,
                 in_flight,
             };
             let relay =
@@ -265,6 +267,8 @@ struct StreamEnd {
     upstream_started: Instant,
     /// Upstream time before this stream's call (failed attempts).
     upstream_time: Duration,
+    /// The prompt estimate, for a stream that ends before its usage arrives.
+    input_tokens: u64,
     in_flight: InFlight,
 }
 
@@ -280,11 +284,14 @@ impl StreamEnd {
             attempts,
             upstream_started,
             upstream_time,
+            input_tokens,
             in_flight,
         } = self;
         drop(in_flight);
         let latency = upstream_started.elapsed();
-        let usage = summary.usage.unwrap_or_default();
+        // Without the upstream's usage (the client left first), count what was generated.
+        let tokens_estimated = summary.usage.is_none() && summary.content_chunks > 0;
+        let usage = summary.usage.unwrap_or_else(|| TokenUsage::new(input_tokens, summary.content_chunks));
         let ttft = summary.first_chunk_at.map(|t| t.saturating_duration_since(upstream_started));
         if let Some(t) = ttft {
             recorder.metrics.time_to_first_token(&group, t.as_secs_f64());
@@ -322,6 +329,7 @@ impl StreamEnd {
             first_token_at: summary.first_chunk_at,
             finish_reason: summary.finish_reason,
             completed: summary.completed,
+            tokens_estimated,
             response: None,
             upstream_time: upstream_time + latency,
         };

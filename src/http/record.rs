@@ -71,6 +71,8 @@ pub struct Finished<'a> {
     pub first_token_at: Option<Instant>,
     pub finish_reason: Option<String>,
     pub completed: bool,
+    /// The token counts are the gateway's estimate (a stream that ended before its usage).
+    pub tokens_estimated: bool,
     /// The answer's body, when prompts are stored.
     pub response: Option<Value>,
     pub upstream_time: Duration,
@@ -91,6 +93,7 @@ impl Finished<'_> {
             first_token_at: None,
             finish_reason: None,
             completed: true,
+            tokens_estimated: false,
             response: None,
             upstream_time: Duration::ZERO,
         }
@@ -229,6 +232,7 @@ impl Recorder {
             cache_creation_input_tokens: u.cache_creation_input_tokens,
             reasoning_tokens: u.reasoning_tokens,
             cost: f.cost,
+            tokens_estimated: f.tokens_estimated,
             cache_hit: false,
             finish_reason: f.finish_reason,
             response: f.response,

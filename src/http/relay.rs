@@ -28,6 +28,9 @@ pub struct StreamSummary {
     pub error: Option<UpstreamFailure>,
     /// The upstream finished the stream (false when the client went away first).
     pub completed: bool,
+    /// Chunks that carried generated text: about one token each, the estimate when the stream
+    /// ended before the upstream reported its usage.
+    pub content_chunks: u64,
 }
 
 type OnEnd = Box<dyn FnOnce(StreamSummary) + Send>;
@@ -91,6 +94,9 @@ impl Relay {
             self.summary.error = Some(UpstreamFailure::new(FailureKind::Status(500), message));
             self.out.push_back(event);
             return;
+        }
+        if has_nonempty_string_field(&data, b"\"content\"") || has_nonempty_string_field(&data, b"\"text\"") {
+            self.summary.content_chunks += 1;
         }
         if has_object_field(&data, b"\"usage\"") || has_string_field(&data, b"\"finish_reason\"") {
             if let Ok(view) = ResponseView::parse(&data) {
@@ -200,13 +206,27 @@ fn has_string_field(json: &[u8], field: &[u8]) -> bool {
     value_starts_with(json, field, b'"')
 }
 
+/// Whether `json` has `field` with a non-empty string value (`"content": "Hi"`).
+fn has_nonempty_string_field(json: &[u8], field: &[u8]) -> bool {
+    value_matches(json, field, |value| value.first() == Some(&b'"') && value.get(1).is_some_and(|b| *b != b'"'))
+}
+
 fn value_starts_with(json: &[u8], field: &[u8], first: u8) -> bool {
+    value_matches(json, field, |value| value.first() == Some(&first))
+}
+
+/// Whether some occurrence of `field` has a value (after the colon) that `test` accepts.
+fn value_matches(json: &[u8], field: &[u8], test: impl Fn(&[u8]) -> bool) -> bool {
     let mut rest = json;
     while let Some(pos) = find(rest, field) {
         let after = &rest[pos + field.len()..];
-        let mut it = after.iter().skip_while(|b| b.is_ascii_whitespace());
-        if it.next() == Some(&b':') && it.find(|b| !b.is_ascii_whitespace()) == Some(&first) {
-            return true;
+        let colon = after.iter().position(|b| !b.is_ascii_whitespace());
+        if let Some(i) = colon.filter(|i| after[*i] == b':') {
+            let value = &after[i + 1..];
+            let start = value.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(value.len());
+            if test(&value[start..]) {
+                return true;
+            }
         }
         rest = after;
     }
@@ -301,5 +321,7 @@ mod tests {
         assert!(!has_object_field(br#"{"usage":null}"#, b"\"usage\""));
         assert!(has_string_field(br#"{"x":{"finish_reason":"stop"}}"#, b"\"finish_reason\""));
         assert!(!has_string_field(br#"{"finish_reason":null}"#, b"\"finish_reason\""));
+        assert!(has_nonempty_string_field(br#"{"delta":{"content": "Hi"}}"#, b"\"content\""));
+        assert!(!has_nonempty_string_field(br#"{"delta":{"role":"assistant","content":""}}"#, b"\"content\""));
     }
 }

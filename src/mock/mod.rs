@@ -22,7 +22,7 @@ use dashmap::DashMap;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::openai::{mock, sse};
+use crate::openai::{mock, sse, TokenUsage};
 
 /// The default reply: nine words, so nine completion tokens.
 pub const REPLY: &str = "Hello from the Switchyard mock upstream, how are you?";
@@ -193,7 +193,7 @@ async fn respond(state: web::Data<MockState>, body: Value, kind: Kind) -> HttpRe
         Some(n) => vec!["tok"; n.min(4096) as usize].join(" "),
         None => REPLY.to_string(),
     };
-    let usage = mock::usage(prompt_tokens, mock::word_count(&reply));
+    let usage = TokenUsage::new(prompt_tokens, mock::word_count(&reply));
     let id = mock::completion_id();
     let stream = body["stream"].as_bool().unwrap_or(false) && kind != Kind::Embedding;
     let mut ok = HttpResponse::Ok();

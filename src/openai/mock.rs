@@ -47,15 +47,6 @@ pub fn usage_json(u: &TokenUsage) -> Value {
     })
 }
 
-pub fn usage(prompt_tokens: u64, completion_tokens: u64) -> TokenUsage {
-    TokenUsage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens: prompt_tokens + completion_tokens,
-        ..TokenUsage::default()
-    }
-}
-
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -185,7 +176,7 @@ mod tests {
 
     #[test]
     fn stream_pieces_concatenate_to_the_content() {
-        let payloads = chat_stream_payloads("id", "m", "Hello there,  world", Some(&usage(3, 3)));
+        let payloads = chat_stream_payloads("id", "m", "Hello there,  world", Some(&TokenUsage::new(3, 3)));
         let text: String = payloads
             .iter()
             .filter_map(|p| serde_json::from_str::<Value>(p).ok())

@@ -23,6 +23,12 @@ pub struct TokenUsage {
     pub reasoning_tokens: u64,
 }
 
+impl TokenUsage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, ..Self::default() }
+    }
+}
+
 /// `usage` as OpenAI-compatible upstreams send it (LiteLLM's Anthropic-style cache fields too).
 #[derive(Debug, Deserialize)]
 struct WireUsage {

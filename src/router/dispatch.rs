@@ -422,7 +422,7 @@ fn mock_reply(req: &CallRequest, model: &str, text: &str) -> Result<UpstreamRepl
     }
     let id = mock::completion_id();
     let prompt_tokens = req.input_tokens;
-    let usage = mock::usage(prompt_tokens, openai::estimate_tokens(text.len()));
+    let usage = TokenUsage::new(prompt_tokens, openai::estimate_tokens(text.len()));
     let mut headers = HeaderMap::new();
     headers.insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/json"));
     let body = match (req.endpoint, req.stream) {

@@ -100,6 +100,7 @@ async fn every_call_leaves_a_request_and_a_response_event() {
     assert_eq!((response["prompt_tokens"].as_u64(), response["completion_tokens"].as_u64()), (Some(2), Some(9)));
     assert_eq!(response["cost"].as_f64(), cost, "the event's cost is the header's");
     assert_eq!(response["finish_reason"], "stop");
+    assert_eq!(response["tokens_estimated"], false);
     assert_eq!(response["response"], Value::Null);
 
     let streamed = call_events(&events, &streamed)[1];
@@ -146,6 +147,8 @@ async fn a_failed_call_and_an_abandoned_stream_still_report() {
     let abandoned = call_events(&events, &abandoned);
     assert_eq!(abandoned.len(), 2, "{events:#?}");
     assert_eq!(abandoned[1]["completed"], false);
+    assert_eq!(abandoned[1]["tokens_estimated"], true);
+    assert!(abandoned[1]["completion_tokens"].as_u64().unwrap() >= 1, "what was generated is counted");
     assert!(abandoned[1]["first_token_time"].is_string());
     gw.stop().await;
 }

@@ -1,6 +1,6 @@
 //! Routing strategies, retries, cooldown, fallbacks and upstream faults, as a client sees them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -93,9 +93,18 @@ router_settings: {routing_strategy: latency-based-routing}
 "#,
     )
     .await;
-    // Deployments without measurements are tried first; after both are measured, the fast one wins.
-    served_by(&gw, "g", 4).await;
-    tokio::time::sleep(Duration::from_millis(100)).await; // let the actors publish
+    // Deployments without measurements are tried first; once both are measured, the fast one
+    // wins. (Outcomes reach the deployment actors on a short tick, hence the pauses.)
+    let mut measured = HashSet::new();
+    for _ in 0..20 {
+        measured.extend(served_by(&gw, "g", 1).await);
+        if measured.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(measured.len(), 2, "both deployments were tried while unmeasured");
+    tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(count(&served_by(&gw, "g", 6).await), HashMap::from([("fast", 6)]));
     gw.stop().await;
 }
