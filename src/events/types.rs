@@ -98,12 +98,9 @@ pub struct ResponseEvent {
     pub first_token_time: Option<String>,
     pub duration_ms: f64,
     pub overhead_ms: f64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    pub cache_read_input_tokens: u64,
-    pub cache_creation_input_tokens: u64,
-    pub reasoning_tokens: u64,
+    /// prompt, completion, total, cache read/write and reasoning token counts.
+    #[serde(flatten)]
+    pub tokens: crate::openai::TokenUsage,
     /// USD, equal to the `x-litellm-response-cost` header.
     pub cost: f64,
     /// True when the token counts are the gateway's estimate: a stream that ended (client gone,

@@ -201,7 +201,6 @@ impl Recorder {
             Some((_, kind, message)) => (Some(kind), Some(message)),
             None => (None, None),
         };
-        let u = f.usage;
         let event = ResponseEvent {
             envelope: Envelope::new("response", Some(trace.call_id.clone()), self.events.gateway_id()),
             call_type: trace.endpoint.call_type(),
@@ -225,12 +224,7 @@ impl Recorder {
             first_token_time: f.first_token_at.map(|t| timestamp(trace.wall(t))),
             duration_ms: total.as_secs_f64() * 1000.0,
             overhead_ms: overhead.as_secs_f64() * 1000.0,
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens,
-            cache_read_input_tokens: u.cache_read_input_tokens,
-            cache_creation_input_tokens: u.cache_creation_input_tokens,
-            reasoning_tokens: u.reasoning_tokens,
+            tokens: f.usage,
             cost: f.cost,
             tokens_estimated: f.tokens_estimated,
             cache_hit: false,

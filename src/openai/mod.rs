@@ -7,8 +7,8 @@ pub mod sse;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-/// Token counts of one call, normalized across providers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Token counts of one call, normalized across providers (serialized as in the response event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TokenUsage {
     /// All input tokens, cached ones included (OpenAI's `prompt_tokens`).
     pub prompt_tokens: u64,

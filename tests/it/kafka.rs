@@ -267,14 +267,7 @@ async fn sigterm_flushes_and_a_restart_drains_the_spool() {
         if phase == 2 {
             broker.stop();
         }
-        let port = free_port();
-        let mut gateway = Command::new(bin)
-            .args(["--config", config.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_listening(port);
+        let (port, mut gateway) = spawn_gateway(&config);
         let url = format!("http://127.0.0.1:{port}/chat/completions");
         let in_flight: Vec<_> = (0..8)
             .map(|_| {
@@ -297,14 +290,7 @@ async fn sigterm_flushes_and_a_restart_drains_the_spool() {
 
     // Phase 3: broker back, gateway restarted: the spool drains.
     broker.resume();
-    let port = free_port();
-    let mut gateway = Command::new(bin)
-        .args(["--config", config.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(port);
+    let (_, mut gateway) = spawn_gateway(&config);
     let expected = calls.len() * 2;
     let events =
         dedup(consume(&broker.bootstrap(), &format!("{prefix}.events"), |e| dedup(e.to_vec()).len() >= expected).await);
@@ -318,6 +304,19 @@ async fn sigterm_flushes_and_a_restart_drains_the_spool() {
     let _ = mock.kill();
     let _ = mock.wait();
     let _ = std::fs::remove_file(config);
+}
+
+/// The gateway binary on a free port, listening.
+fn spawn_gateway(config: &std::path::Path) -> (u16, Child) {
+    let port = free_port();
+    let gateway = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["--config", config.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    (port, gateway)
 }
 
 fn wait_listening(port: u16) {
