@@ -228,6 +228,7 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
             builder.insert_header((CONTENT_TYPE, "application/json")).body(body)
         }
         Reply::Stream(upstream) => {
+            let headers = Headers { upstream: upstream_time + upstream_started.elapsed(), ..headers };
             headers.apply(&mut builder, None);
             let idle = call.timeout.or(deployment.config().stream_timeout).or(gw.router.settings().stream_timeout);
             let recorder = gw.recorder.clone();

@@ -51,7 +51,8 @@ pub struct Dispatched {
     pub attempts: u32,
     /// When the successful attempt started.
     pub upstream_started: Instant,
-    /// Time spent waiting on upstreams across all attempts.
+    /// Time spent waiting on upstreams: every attempt of a complete answer; for a stream, the
+    /// failed attempts before it (the stream's own time runs from `upstream_started`).
     pub upstream_time: Duration,
     /// Held until the answer is fully delivered.
     pub in_flight: InFlight,
@@ -230,10 +231,18 @@ impl RouterHandle {
             progress.last_deployment = Some(d.clone());
             let started = Instant::now();
             let result = self.attempt(&d, group, req).await;
-            progress.upstream_time += started.elapsed();
             let failure = match result {
-                Ok(served) => return Ok(served),
-                Err(failure) => failure,
+                Ok(served) => {
+                    // A stream's own upstream time is counted by the relay, when it ends.
+                    if let Reply::Complete { .. } = served.reply {
+                        progress.upstream_time += started.elapsed();
+                    }
+                    return Ok(served);
+                }
+                Err(failure) => {
+                    progress.upstream_time += started.elapsed();
+                    failure
+                }
             };
             progress.tried.push(d.id().to_string());
             if retry >= plan::retries_for(&self.settings, failure.class(), failure.is_retryable()) {

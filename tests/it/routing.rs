@@ -302,3 +302,35 @@ async fn a_plain_bad_request_does_not_fall_back() {
     error_of(gw.chat("broken").await, 400).await;
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn fallbacks_go_down_the_list_and_are_counted_once_each() {
+    let gw = start(
+        r#"
+model_list:
+  - {model_name: broken, litellm_params: {model: openai/error-500, api_base: "{mock}"}}
+  - {model_name: also-broken, litellm_params: {model: openai/error-503, api_base: "{mock}"}}
+  - {model_name: healthy, litellm_params: {model: openai/m, api_base: "{mock}"}}
+router_settings: {num_retries: 0, fallbacks: [{"broken": ["also-broken", "healthy"]}]}
+"#,
+    )
+    .await;
+    let resp = gw.chat("broken").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-litellm-attempted-fallbacks"), "2");
+    assert_eq!(header(&resp, "x-litellm-model-group"), "healthy");
+    let metrics = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(
+            "litellm_deployment_failed_fallbacks{fallback_model=\"also-broken\",requested_model=\"broken\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "litellm_deployment_successful_fallbacks{fallback_model=\"healthy\",requested_model=\"broken\"} 1"
+        ),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
