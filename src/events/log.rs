@@ -130,6 +130,9 @@ impl SegmentLog {
         if !self.dirty {
             return Ok(());
         }
+        if self.writer.buffer().is_empty() && matches!(self.fsync, FsyncPolicy::Never) {
+            return Ok(());
+        }
         self.writer.flush()?;
         let sync = match self.fsync {
             FsyncPolicy::Always => true,
