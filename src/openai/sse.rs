@@ -10,6 +10,8 @@ pub const DONE: &[u8] = b"data: [DONE]\n\n";
 #[derive(Default)]
 pub struct EventSplitter {
     buf: BytesMut,
+    /// How far `buf` is known to hold no event boundary (so reads are not rescanned).
+    scanned: usize,
 }
 
 impl EventSplitter {
@@ -19,12 +21,23 @@ impl EventSplitter {
 
     /// The next complete event, with its terminating blank line.
     pub fn next_event(&mut self) -> Option<Bytes> {
-        let end = find_event_end(&self.buf)?;
-        Some(self.buf.split_to(end).freeze())
+        // A boundary may start up to two bytes before where the last scan stopped ("\n\r\n").
+        let from = self.scanned.saturating_sub(2);
+        match find_event_end(&self.buf[from..]) {
+            Some(end) => {
+                self.scanned = 0;
+                Some(self.buf.split_to(from + end).freeze())
+            }
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
     }
 
     /// Whatever is left when the upstream closed without a final blank line.
     pub fn take_rest(&mut self) -> Option<Bytes> {
+        self.scanned = 0;
         let rest = self.buf.split().freeze();
         (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest)
     }
@@ -104,6 +117,20 @@ mod tests {
             );
             assert!(s.take_rest().is_none());
         }
+    }
+
+    #[test]
+    fn finds_every_boundary_when_fed_one_byte_at_a_time() {
+        let stream = b"data: a\n\ndata: b\r\n\r\ndata: c\n\n";
+        let mut s = EventSplitter::default();
+        let mut events = Vec::new();
+        for byte in stream {
+            s.push(&[*byte]);
+            while let Some(e) = s.next_event() {
+                events.push(event_data(&e).unwrap());
+            }
+        }
+        assert_eq!(events, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
     }
 
     #[test]
