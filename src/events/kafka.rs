@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -14,10 +14,11 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use serde::Deserialize;
+use tokio::task::JoinSet;
 
 use super::{Event, KafkaConfig, Shared};
 
-/// How often a spooling publisher tries the broker again.
+/// How often the drain task looks at the spool (and tries the broker again).
 const DRAIN_RETRY: Duration = Duration::from_secs(1);
 /// Spooled events sent per round trip.
 const DRAIN_BATCH: usize = 2000;
@@ -29,7 +30,6 @@ pub struct KafkaBackend {
     shared: Arc<Shared>,
     /// Whether the topics are known to exist (created at startup, or later once reachable).
     topics_ready: Mutex<bool>,
-    last_drain: Mutex<Option<Instant>>,
 }
 
 /// The base client settings: the user's `producer` properties win.
@@ -66,7 +66,6 @@ impl KafkaBackend {
             config: config.clone(),
             shared,
             topics_ready: Mutex::new(false),
-            last_drain: Mutex::new(None),
         };
         Ok(backend)
     }
@@ -155,40 +154,64 @@ impl KafkaBackend {
         failed
     }
 
-    /// Publishes a batch (or spools it while the spool is not empty), then drains the spool.
-    pub(super) async fn publish(&self, batch: &[Event]) {
-        if !batch.is_empty() {
-            if self.shared.spooling.load(Ordering::Relaxed) || !self.ensure_topics().await {
-                self.shared.write_to_disk(batch);
-            } else {
-                let payloads = batch
-                    .iter()
-                    .map(|e| {
-                        let (topic, key) = self.route(e);
-                        (topic, key, e.to_json())
-                    })
-                    .collect();
-                let failed = self.send_all(payloads).await;
-                if !failed.is_empty() {
-                    tracing::warn!(events = failed.len(), "Kafka is unreachable; spooling events to disk");
-                    self.shared.metrics.failed.inc_by(failed.len() as u64);
-                    self.shared.spool_json(failed);
+    /// Hands a batch to the producer without waiting: each delivery settles in its own task
+    /// (acknowledged, or spooled). While the spool holds events, the batch joins it instead.
+    pub(super) fn publish(&self, batch: Vec<Event>, deliveries: &mut JoinSet<()>) {
+        let topics_ready = self.topics_ready.lock().map(|r| *r).unwrap_or(false);
+        if self.shared.spooling.load(Ordering::Relaxed) || !topics_ready {
+            self.shared.write_to_disk(&batch);
+            return;
+        }
+        for event in &batch {
+            let (topic, key) = self.route(event);
+            let json = event.to_json();
+            let sent = self.producer.send_result(FutureRecord::to(&topic).key(&key).payload(&json)).map_err(|(e, _)| e);
+            let shared = self.shared.clone();
+            match sent {
+                Ok(delivery) => {
+                    deliveries.spawn(async move {
+                        match delivery.await {
+                            Ok(Ok(_)) => shared.metrics.sent.inc(),
+                            Ok(Err((e, _))) => {
+                                tracing::debug!(error = %e, "event delivery failed; spooling it");
+                                shared.metrics.failed.inc();
+                                shared.spool_json(vec![json]);
+                            }
+                            Err(_) => {
+                                shared.metrics.failed.inc();
+                                shared.spool_json(vec![json]);
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "Kafka producer refused an event; spooling it");
+                    shared.metrics.failed.inc();
+                    shared.spool_json(vec![json]);
                 }
             }
         }
-        if self.shared.spooling.load(Ordering::Relaxed) {
-            self.drain().await;
+    }
+
+    /// Runs until the sink closes: creates the topics once the broker is reachable, and sends
+    /// whatever the spool holds.
+    pub(super) async fn drain_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(DRAIN_RETRY).await;
+            if self.shared.closing.load(Ordering::Acquire) {
+                return;
+            }
+            let pending = self.shared.overflow.lock().map(|s| s.pending()).unwrap_or(0);
+            if pending > 0 || self.shared.spooling.load(Ordering::Relaxed) {
+                self.drain().await;
+            } else {
+                self.ensure_topics().await;
+            }
         }
     }
 
     /// Sends spooled events in order; commits what the broker acknowledged.
     async fn drain(&self) {
-        if let Ok(mut last) = self.last_drain.lock() {
-            if last.is_some_and(|at| at.elapsed() < DRAIN_RETRY) {
-                return;
-            }
-            *last = Some(Instant::now());
-        }
         if !self.ensure_topics().await {
             return;
         }
@@ -245,7 +268,7 @@ impl KafkaBackend {
 
     /// Flushes the producer at shutdown. Anything still spooled stays there for the next start
     /// (a broker that is down now is not waited for).
-    pub(super) async fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         if let Err(e) = self.producer.flush(Timeout::After(Duration::from_secs(5))) {
             tracing::warn!(error = %e, "Kafka producer did not flush at shutdown");
         }

@@ -2,7 +2,8 @@
 //! request path.
 //!
 //! Handlers give events to an [`EventSink`], which puts them on a bounded queue and returns. A
-//! publisher thread takes them off and writes them either to the embedded [`log::SegmentLog`]
+//! publisher thread takes them off in batches (it polls, so a request never wakes it up) and
+//! writes them either to the embedded [`log::SegmentLog`]
 //! (no Kafka configured) or to Kafka ([`kafka`]), where events that cannot be delivered go to a
 //! spool (the same log format) and are re-sent, in order, when the broker is back. When the
 //! queue is full, the handler writes the event to the log or spool itself: nothing is dropped.
@@ -13,8 +14,8 @@ pub mod tail;
 pub mod types;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -105,7 +106,9 @@ struct Shared {
     metrics: EventMetrics,
     /// Kafka only: events go to the spool while it holds undelivered ones (keeps them in order).
     spooling: AtomicBool,
-    depth: AtomicU64,
+    /// The bounded queue between handlers and the publisher.
+    queue: Mutex<Vec<Event>>,
+    capacity: usize,
     kafka: bool,
     /// Set at shutdown: the publisher finishes the queue and stops; later events go to disk.
     closing: AtomicBool,
@@ -116,7 +119,6 @@ struct Shared {
 /// The handle handlers publish through; cheap to clone.
 #[derive(Clone)]
 pub struct EventSink {
-    tx: mpsc::SyncSender<Event>,
     shared: Arc<Shared>,
     gateway_id: Arc<str>,
     publisher: Arc<Mutex<Option<JoinHandle<()>>>>,
@@ -146,7 +148,8 @@ impl EventSink {
             spooling: AtomicBool::new(config.kafka.is_some() && pending > 0),
             overflow: Mutex::new(log),
             metrics,
-            depth: AtomicU64::new(0),
+            queue: Mutex::new(Vec::with_capacity(1024)),
+            capacity: config.queue_capacity.max(1),
             kafka: config.kafka.is_some(),
             closing: AtomicBool::new(false),
             disabled: !config.enabled,
@@ -160,7 +163,6 @@ impl EventSink {
                 tracing::info!(pending, "the event spool holds undelivered events; sending them first");
             }
         }
-        let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
         let backend = match &config.kafka {
             Some(k) => Backend::Kafka(kafka::KafkaBackend::new(k, shared.clone())?),
             None => Backend::Embedded,
@@ -168,10 +170,9 @@ impl EventSink {
         let thread_shared = shared.clone();
         let publisher = std::thread::Builder::new()
             .name("event-publisher".into())
-            .spawn(move || run_publisher(rx, backend, thread_shared))
+            .spawn(move || run_publisher(backend, thread_shared))
             .map_err(EventLogError::Thread)?;
         Ok(Self {
-            tx,
             shared,
             gateway_id: config.gateway_id.clone().into(),
             publisher: Arc::new(Mutex::new(Some(publisher))),
@@ -196,13 +197,15 @@ impl EventSink {
             self.shared.write_to_disk(&[event]);
             return;
         }
-        self.shared.depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(event) {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(event) | mpsc::TrySendError::Disconnected(event)) => {
-                self.shared.depth.fetch_sub(1, Ordering::Relaxed);
-                self.shared.write_to_disk(&[event]);
+        let overflow = match self.shared.queue.lock() {
+            Ok(mut queue) if queue.len() < self.shared.capacity => {
+                queue.push(event);
+                None
             }
+            Ok(_) | Err(_) => Some(event),
+        };
+        if let Some(event) = overflow {
+            self.shared.write_to_disk(&[event]);
         }
     }
 
@@ -217,7 +220,7 @@ impl EventSink {
                 "embedded"
             },
             state: if kafka && self.shared.spooling.load(Ordering::Relaxed) { "spooling" } else { "connected" },
-            queue_depth: self.shared.depth.load(Ordering::Relaxed) as i64,
+            queue_depth: self.shared.queue.lock().map(|q| q.len() as i64).unwrap_or(0),
             spool_pending: if kafka { self.shared.metrics.spool_pending.get() } else { 0 },
         }
     }
@@ -225,9 +228,8 @@ impl EventSink {
     /// Stops taking events, delivers (or spools) what is queued, and syncs the log to disk.
     /// Waits at most `timeout` for the publisher.
     pub fn shutdown(self, timeout: Duration) {
-        let EventSink { tx, publisher, shared, .. } = self;
+        let EventSink { publisher, shared, .. } = self;
         shared.closing.store(true, Ordering::Release);
-        drop(tx);
         let handle = publisher.lock().ok().and_then(|mut p| p.take());
         if let Some(handle) = handle {
             let deadline = std::time::Instant::now() + timeout;
@@ -305,8 +307,12 @@ enum Backend {
     Kafka(kafka::KafkaBackend),
 }
 
-/// The publisher thread: batches from the queue to the backend until the queue closes.
-fn run_publisher(rx: mpsc::Receiver<Event>, backend: Backend, shared: Arc<Shared>) {
+/// How often a busy publisher looks at the queue, and an idle one.
+const POLL_BUSY: Duration = Duration::from_millis(2);
+const POLL_IDLE: Duration = Duration::from_millis(20);
+
+/// The publisher thread: takes the queue in batches to the backend until the sink closes.
+fn run_publisher(backend: Backend, shared: Arc<Shared>) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -314,38 +320,47 @@ fn run_publisher(rx: mpsc::Receiver<Event>, backend: Backend, shared: Arc<Shared
             return;
         }
     };
-    if let Backend::Kafka(k) = &backend {
-        // Topics are created at startup; if the broker is down, on the first drain after it is back.
-        runtime.block_on(k.ensure_topics());
-    }
-    let mut batch = Vec::with_capacity(512);
-    loop {
-        // Wait for one event (waking up now and then so the Kafka spool keeps draining); once
-        // closing, only until the queue is empty.
-        let wait = if shared.closing.load(Ordering::Acquire) { Duration::ZERO } else { Duration::from_millis(200) };
-        match rx.recv_timeout(wait) {
-            Ok(event) => batch.push(event),
-            Err(mpsc::RecvTimeoutError::Timeout) if shared.closing.load(Ordering::Acquire) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+    runtime.block_on(async move {
+        let kafka = match backend {
+            Backend::Kafka(k) => Some(Arc::new(k)),
+            Backend::Embedded => None,
+        };
+        if let Some(k) = &kafka {
+            // Topics are created at startup (or, if the broker is down, once it is back).
+            k.ensure_topics().await;
+            tokio::spawn(k.clone().drain_loop());
         }
-        while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
+        let mut deliveries = tokio::task::JoinSet::new();
+        let mut idle_rounds = 0u32;
+        loop {
+            let batch = match shared.queue.lock() {
+                Ok(mut queue) => std::mem::take(&mut *queue),
+                Err(_) => Vec::new(),
+            };
+            shared.metrics.queue_depth.set(batch.len() as i64);
+            while deliveries.try_join_next().is_some() {}
+            if batch.is_empty() {
+                if shared.closing.load(Ordering::Acquire) {
+                    break;
+                }
+                if kafka.is_none() {
+                    // Idle: sync what the fsync interval still owes the disk.
+                    shared.flush_log();
+                }
+                idle_rounds = idle_rounds.saturating_add(1);
+                tokio::time::sleep(if idle_rounds < 50 { POLL_BUSY } else { POLL_IDLE }).await;
+                continue;
+            }
+            idle_rounds = 0;
+            match &kafka {
+                None => shared.write_to_disk(&batch),
+                Some(k) => k.publish(batch, &mut deliveries),
             }
         }
-        shared.depth.fetch_sub(batch.len() as u64, Ordering::Relaxed);
-        shared.metrics.queue_depth.set(shared.depth.load(Ordering::Relaxed) as i64);
-        match &backend {
-            Backend::Embedded if !batch.is_empty() => shared.write_to_disk(&batch),
-            // Idle: sync what the fsync interval still owes the disk.
-            Backend::Embedded => shared.flush_log(),
-            Backend::Kafka(k) => runtime.block_on(k.publish(&batch)),
+        // Every delivery settles (acknowledged, or spooled) within message.timeout.ms.
+        while deliveries.join_next().await.is_some() {}
+        if let Some(k) = &kafka {
+            k.shutdown();
         }
-        batch.clear();
-    }
-    if let Backend::Kafka(k) = &backend {
-        runtime.block_on(k.shutdown());
-    }
+    });
 }
