@@ -40,6 +40,9 @@ pub fn client_config(k: &KafkaConfig) -> ClientConfig {
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("message.timeout.ms", "5000")
+        // Bounds what waits in memory for a broker that is down (the rest goes to the spool
+        // at once): about 10 MB of events rather than librdkafka's default of 100,000 messages.
+        .set("queue.buffering.max.messages", "10000")
         .set("socket.timeout.ms", "5000")
         .set("reconnect.backoff.max.ms", "1000");
     for (key, value) in &k.producer {
