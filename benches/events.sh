@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# Event-log benchmark: the load of benches/load.sh (wrk, 32 connections, non-stream chat
-# completions, the same mock upstream) against the gateway (--num_workers 1) in each event-log
-# mode, side by side, with the direct and nginx targets rerun for context:
-#   direct       the mock upstream itself
-#   nginx-w1     nginx, 1 worker, in front of the mock
-#   gw-off       event_log: {enabled: false}                 nothing published (the baseline)
-#   gw-embedded  event_log: {path: ...}                       embedded durable log, default fsync (1 s)
-#   gw-kafka     event_log: {kafka: {...}}                    Kafka, a tansu broker on loopback
-#   gw-kafka-down  the same, with the broker stopped after the gateway connected and before the
-#                load: events go to the disk spool
-# Reported (never enforced): with Kafka, req/s >= 0.9x gw-off and p99 <= gw-off + 0.2 ms; with
-# the broker down, every request still answers 200. Also checked: Kafka events delivered during
-# the measured load ~ 2x the requests wrk made (one request and one response event per call).
+# Event-log benchmark: the load of benches/load.sh (wrk -t1 -c32, non-stream chat completions,
+# the same mock upstream) against the gateway (--num_workers 1) in each event-log mode, side by
+# side, with the direct and nginx targets rerun for context:
+#   direct         the mock upstream itself
+#   nginx-w1       nginx, 1 worker, in front of the mock
+#   gw-off         event_log: {enabled: false}    nothing published (the baseline)
+#   gw-embedded    event_log: {path: ...}         embedded durable log, default fsync (1 s)
+#   gw-kafka       event_log: {kafka: {...}}      Kafka: a tansu broker on loopback (memory storage)
+#   gw-kafka-down  the same, but the broker is stopped after the gateway has delivered its first
+#                  events and before the warm-up + load: events go to the disk spool
+# Reported, never enforced: with Kafka, req/s >= 0.9x gw-off and p99 <= gw-off p99 + 0.2 ms; with
+# the broker down, every request (warm-up, load, 1-connection probe) still answers 200. Also
+# checked: the events Kafka acknowledged during the measured load = 2 x the requests wrk
+# completed (a request and a response event per call; up to 2 x 32 more for calls in flight).
+# Each target's run records the CPU that processes outside this script used; above FOREIGN_MAX %
+# of the machine, the target is measured again (at most RETRIES times).
 #
-# Usage: benches/events.sh          (one run, about 3 minutes)
-#        RUNS=3 benches/events.sh   (medians of 3 runs; what benches/RESULTS.md reports)
-# Knobs: those of benches/load.sh (DURATION WARMUP CONNS THREADS LIGHT MOCK_WORKERS NO_BUILD KEEP),
-#   plus NGINX_WORKERS="1" (nginx targets to run; "" skips nginx), MODES="off embedded kafka
-#   kafka-down", TANSU=~/.cargo/bin/tansu (cargo install tansu --locked --features dynostore,libsql).
-# Needs what load.sh needs, plus tansu and curl. Everything listens on 127.0.0.1; everything
-# started is stopped on exit (load.sh's trap).
+# Usage: benches/events.sh          (one run, about 3.5 minutes)
+#        RUNS=5 benches/events.sh   (medians of 5 runs, about 18 minutes; benches/RESULTS.md)
+# Knobs: those of benches/load.sh (DURATION=15 WARMUP=3 CONNS=32 THREADS=1 LIGHT=5 MOCK_WORKERS=1
+#   NO_BUILD=1 KEEP=1 BIN=path), plus NGINX_WORKERS="1" ("" skips nginx),
+#   MODES="off embedded kafka kafka-down", KEEP_EVENTS=1 (keep the event logs, ~400 MB per mode),
+#   QUIET_WAIT=180 QUIET_PCT=10 (before each target, wait up to QUIET_WAIT s for the machine to be
+#   at most QUIET_PCT % busy), FOREIGN_MAX=3 RETRIES=2,
+#   TANSU=~/.cargo/bin/tansu (cargo install tansu --locked --features dynostore,libsql).
+# Needs what load.sh needs, plus tansu, curl and jq. Everything listens on 127.0.0.1; everything
+# started is stopped on exit (load.sh's trap); each wrk run and wait is bounded.
 set -euo pipefail
 export LC_ALL=C
 SCRIPT_NAME=events.sh
@@ -27,7 +33,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 NGINX_WORKERS=${NGINX_WORKERS-1}
 MODES=${MODES:-off embedded kafka kafka-down}
 TANSU=${TANSU:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}
-command -v curl >/dev/null || { echo "events.sh: curl not found" >&2; exit 1; }
+for tool in curl jq; do
+    command -v "$tool" >/dev/null || { echo "events.sh: $tool not found" >&2; exit 1; }
+done
 if [[ " $MODES " == *" kafka"* ]] && [[ ! -x $TANSU ]]; then
     echo "events.sh: tansu not found at $TANSU (cargo install tansu --locked --features dynostore,libsql)" >&2
     exit 1
@@ -108,27 +116,27 @@ wait_quiet() { # run target
     put "$1" "$2" busy_before_pct "$b"
 }
 
-# CPU ticks of user processes outside our process group (with their reaped children's), and the
-# machine's total ticks.
-foreign_ticks() {
+# CPU used by everything else = the machine's user + nice + system ticks minus those of this
+# script's process group (every process it started, with the children they reaped: wrk is reaped
+# by this shell), plus steal (the hypervisor running other guests). Interrupt time is left out on
+# both sides (loopback networking runs there). Prints "machine_total_ticks others_ticks".
+others_ticks() {
     local pg
     pg=$(sed 's/^.*) //' /proc/$$/stat | awk '{print $3}')
-    cat /proc/[0-9]*/stat 2>/dev/null | awk -v pg="$pg" '
-        { sub(/^.*\) /, "") }
-        $3 != pg && $2 != 2 && $2 != 0 { t += $12 + $13 + $14 + $15 }
-        END { printf "%d\n", t }'
+    {
+        awk '/^cpu / { print "M", $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9; exit }' /proc/stat
+        cat /proc/[0-9]*/stat 2>/dev/null | awk -v pg="$pg" '{ sub(/^.*\) /, "") } $3 == pg { t += $12 + $13 + $14 + $15 } END { print "P", t + 0 }'
+    } | awk '$1 == "M" { us = $2; tot = $3; steal = $4 } $1 == "P" { ours = $2 } END { printf "%d %d\n", tot, us - ours + steal }'
 }
 
 before_load() {
     before_events "$@"
-    read -r _ FT0 < <(machine_ticks)
-    FF0=$(foreign_ticks)
+    read -r FT0 FF0 < <(others_ticks)
 }
 
 after_load() {
-    local f1 t1
-    f1=$(foreign_ticks)
-    read -r _ t1 < <(machine_ticks)
+    local t1 f1
+    read -r t1 f1 < <(others_ticks)
     put "$1" "$2" foreign_cpu_pct "$(awk -v f=$((f1 - FF0)) -v t=$((t1 - FT0)) 'BEGIN{printf "%.1f", t ? 100 * f / t : 0}')"
     after_events "$@"
 }
@@ -209,7 +217,7 @@ gateway_mode() { # run mode
     dir=$TMP/events-$mode-r$run
     AUX_PIDS=
     case $mode in
-        off) GW_EVENT_LOG='event_log: {enabled: false}' ;;
+        off) GW_EVENT_LOG="event_log: {enabled: false, path: \"$dir\"}" ;; # the directory is opened anyway
         embedded) GW_EVENT_LOG="event_log: {path: \"$dir\"}" ;;
         kafka | kafka-down)
             [[ -n ${BROKER_PID:-} ]] || start_broker
@@ -250,15 +258,14 @@ gateway_mode() { # run mode
     put "$run" "$target" all_bad "$bad"
     if [[ $mode != off ]]; then
         if [[ $mode != kafka-down ]]; then settle; fi
-        local t0 t1 r
-        t0=$(date +%s%N)
+        local r
         r=$(readiness)
-        t1=$(date +%s%N)
         put "$run" "$target" state_after "${r%% *}"
         v=${r#* }
         put "$run" "$target" spool_pending_after "${v%% *}"
         put "$run" "$target" queue_depth_after "${v#* }"
-        put "$run" "$target" readiness_ms "$(((t1 - t0) / 1000000))"
+        put "$run" "$target" readiness_ms "$(curl -s --max-time 5 -o /dev/null -w '%{time_total}' "$GW_URL/health/readiness" |
+            awk '{printf "%.1f", $1 * 1000}')"
         put "$run" "$target" events_sent_total "$(metric switchyard_events_sent_total)"
         put "$run" "$target" events_spooled_total "$(metric switchyard_events_spooled_total)"
         put "$run" "$target" events_failed_total "$(metric switchyard_events_failed_total)"
@@ -267,27 +274,57 @@ gateway_mode() { # run mode
     fi
     stop_pid "$GW_PID"
     forget_pid "$GW_PID"
-    [[ -n ${KEEP:-} ]] || rm -rf "$dir"
+    [[ -n ${KEEP_EVENTS:-} ]] || rm -rf "$dir" # can be GBs; KEEP_EVENTS=1 keeps them
 }
 
 # ---------------------------------------------------------------------------------- runs
 start_mock
 echo "events: $CONNS connections, wrk -t$THREADS, ${DURATION}s per target after ${WARMUP}s warm-up, $RUNS run(s), $(nproc) cores; modes: $MODES" >&2
+direct_target() { # run
+    wait_quiet "$1" direct
+    measure "$1" direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "$MOCK_PID"
+}
+
+nginx_target() { # run workers
+    local port
+    port=$(pick_port)
+    start_nginx "$2" "$port"
+    smoke "http://127.0.0.1:$port/v1/chat/completions" "nginx-w$2"
+    wait_quiet "$1" "nginx-w$2"
+    measure "$1" "nginx-w$2" "http://127.0.0.1:$port/v1/chat/completions" \
+        "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true)
+    stop_pid "$NGINX_PID"
+    forget_pid "$NGINX_PID"
+}
+
+# Runs a target's measurement (a function call) and keeps its results, unless other processes
+# used more than FOREIGN_MAX % of the machine during the load: then it is measured again (at
+# most RETRIES times; the last attempt is kept, and its retry count recorded).
+FOREIGN_MAX=${FOREIGN_MAX:-3}
+RETRIES=${RETRIES:-2}
+guarded() { # run target command args...
+    local run=$1 target=$2 main=$RESULTS i f
+    shift 2
+    for i in $(seq 0 "$RETRIES"); do
+        RESULTS=$TMP/attempt.tsv
+        : >"$RESULTS"
+        "$@"
+        RESULTS=$main
+        f=$(awk -F'\t' -v t="$target" '$2 == t && $3 == "foreign_cpu_pct" { print $4 }' "$TMP/attempt.tsv")
+        if awk -v f="${f:-0}" -v m="$FOREIGN_MAX" 'BEGIN { exit !(f <= m) }' || ((i == RETRIES)); then
+            cat "$TMP/attempt.tsv" >>"$RESULTS"
+            put "$run" "$target" retries "$i"
+            return 0
+        fi
+        echo "  run $run $target: other processes used ${f}% of the machine during the load; measuring again" >&2
+    done
+}
+
 for run in $(seq "$RUNS"); do
     BROKER_PID=
-    wait_quiet "$run" direct
-    measure "$run" direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" "$MOCK_PID"
-    for w in $NGINX_WORKERS; do
-        port=$(pick_port)
-        start_nginx "$w" "$port"
-        smoke "http://127.0.0.1:$port/v1/chat/completions" "nginx-w$w"
-        wait_quiet "$run" "nginx-w$w"
-        measure "$run" "nginx-w$w" "http://127.0.0.1:$port/v1/chat/completions" \
-            "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true)
-        stop_pid "$NGINX_PID"
-        forget_pid "$NGINX_PID"
-    done
-    for mode in $MODES; do gateway_mode "$run" "$mode"; done
+    guarded "$run" direct direct_target "$run"
+    for w in $NGINX_WORKERS; do guarded "$run" "nginx-w$w" nginx_target "$run" "$w"; done
+    for mode in $MODES; do guarded "$run" "gw-$mode" gateway_mode "$run" "$mode"; done
     stop_broker
 done
 
@@ -296,7 +333,7 @@ MED=$TMP/medians.tsv
 medians "$RESULTS" >"$MED"
 if [[ -n ${KEEP:-} ]]; then cp "$RESULTS" "$TMP/results-all.tsv"; fi
 echo
-awk -F'\t' -v runs="$RUNS" -v conns="$CONNS" -v nginx="$NGINX_WORKERS" -v modes="$MODES" '
+awk -F'\t' -v ncpu="$(nproc)" -v runs="$RUNS" -v conns="$CONNS" -v nginx="$NGINX_WORKERS" -v modes="$MODES" '
     FILENAME == ARGV[1] { m[$1, $2] = $3; next }
     { r[$1, $2, $3] = $4; if (!($1 in seen)) { seen[$1]; order[++nr] = $1 } }
     function g(t, k) { return ((t SUBSEP k) in m) ? m[t, k] : -1 }
@@ -309,9 +346,9 @@ awk -F'\t' -v runs="$RUNS" -v conns="$CONNS" -v nginx="$NGINX_WORKERS" -v modes=
         k = split(nginx, W, " "); for (i = 1; i <= k; i++) T[++n] = "nginx-w" W[i]
         k = split(modes, M, " "); for (i = 1; i <= k; i++) T[++n] = "gw-" M[i]
         base = "gw-off"
-        printf "Medians of %d run(s); %d connections; latency in ms; CPU in us per request (all threads).\n\n", runs, conns
-        printf "| mode | req/s | p50 | p99 | req/s vs gw-off | p99 vs gw-off | overhead hdr p50 / p99 | RSS MB after / peak | proxy CPU | broker CPU | 1-conn p50 / p99 | machine busy / others |\n"
-        printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        printf "Medians of %d run(s); %d connections; latency in ms; CPU in us per request (all threads; machine CPU:\nbusy share of all %d cores per request, wrk and mock included).\n\n", runs, conns, ncpu
+        printf "| mode | req/s | p50 | p99 | req/s vs gw-off | p99 vs gw-off | overhead hdr p50 / p99 | RSS MB after / peak | proxy CPU | broker CPU | machine CPU | 1-conn p50 / p99 | machine busy / others |\n"
+        printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         for (i = 1; i <= n; i++) {
             t = T[i]; if (!has(t)) continue
             ratio = has(base) ? sprintf("%.2fx", g(t, "rps") / g(base, "rps")) : "-"
@@ -319,9 +356,10 @@ awk -F'\t' -v runs="$RUNS" -v conns="$CONNS" -v nginx="$NGINX_WORKERS" -v modes=
             ovh = (g(t, "ovh_n") > 0) ? sprintf("%.3f / %.3f", g(t, "ovh_p50_ms"), g(t, "ovh_p99_ms")) : "-"
             rss = (t ~ /^gw-/) ? sprintf("%s / %s", mb(g(t, "rss_kb")), mb(g(t, "hwm_kb"))) : "-"
             c1 = (g(t, "c1_p50_us") >= 0) ? sprintf("%s / %s", ms(g(t, "c1_p50_us")), ms(g(t, "c1_p99_us"))) : "-"
-            printf "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s%% / %s%% |\n", t, g(t, "rps"), ms(g(t, "p50_us")), ms(g(t, "p99_us")),
+            printf "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.0f | %s | %s%% / %s%% |\n", t, g(t, "rps"), ms(g(t, "p50_us")), ms(g(t, "p99_us")),
                 ratio, d99, ovh, rss, (t == "direct") ? "-" : g(t, "proxy_cpu_us_per_req"),
-                (g(t, "aux_cpu_us_per_req") >= 0) ? g(t, "aux_cpu_us_per_req") : "-", c1, g(t, "machine_busy_pct"), g(t, "foreign_cpu_pct")
+                (g(t, "aux_cpu_us_per_req") >= 0) ? g(t, "aux_cpu_us_per_req") : "-",
+                g(t, "machine_busy_pct") / 100 * ncpu * 1e6 / g(t, "rps"), c1, g(t, "machine_busy_pct"), g(t, "foreign_cpu_pct")
         }
         printf "\nreq/s per run:"
         for (i = 1; i <= n; i++) {
@@ -335,10 +373,16 @@ awk -F'\t' -v runs="$RUNS" -v conns="$CONNS" -v nginx="$NGINX_WORKERS" -v modes=
             for (j = 1; j <= nr; j++) if ((order[j], t, "p99_us") in r) s = s (s == "" ? "" : " / ") sprintf("%.2f", r[order[j], t, "p99_us"] / 1000)
             if (s != "") printf "  %s %s;", t, s
         }
-        printf "\nCPU used by other processes during the load (%% of the machine) per run:"
+        printf "\nCPU used by other processes or stolen by the hypervisor during the load (%% of the machine) per run:"
         for (i = 1; i <= n; i++) {
             t = T[i]; s = ""
             for (j = 1; j <= nr; j++) if ((order[j], t, "foreign_cpu_pct") in r) s = s (s == "" ? "" : " / ") r[order[j], t, "foreign_cpu_pct"]
+            if (s != "") printf "  %s %s;", t, s
+        }
+        printf "\nRe-measured because of other load (count per run):"
+        for (i = 1; i <= n; i++) {
+            t = T[i]; s = ""
+            for (j = 1; j <= nr; j++) if ((order[j], t, "retries") in r) s = s (s == "" ? "" : " / ") r[order[j], t, "retries"]
             if (s != "") printf "  %s %s;", t, s
         }
         printf "\n\nGateway CPU per request by thread (us, medians; threads named by the runtime, digits stripped):\n"

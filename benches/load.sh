@@ -29,10 +29,10 @@ CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
 LIGHT=${LIGHT:-5}
 MOCK_WORKERS=${MOCK_WORKERS:-1}
-BIN=$ROOT/target/release/switchyard
+BIN=${BIN:-$ROOT/target/release/switchyard} # BIN=... measures another binary (e.g. a copy)
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 WRK=${WRK:-$(command -v wrk || echo wrk)}
-GW_EVENT_LOG=${GW_EVENT_LOG:-'event_log: {enabled: false}'}
+GW_EVENT_LOG=${GW_EVENT_LOG:-} # default below: off, with its (unused) directory in $TMP
 BODY='{"model":"bench","messages":[{"role":"user","content":"hello there"}]}'
 KEY=sk-bench
 SCRIPT_NAME=${SCRIPT_NAME:-load.sh}
@@ -42,6 +42,8 @@ die() { echo "$SCRIPT_NAME: $*" >&2; exit 1; }
 command -v "$WRK" >/dev/null || die "wrk not found (apt-get install -y wrk)"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-load.XXXXXX")
+# Even with `enabled: false` the gateway opens its event-log directory (default ./data/events).
+[[ -n $GW_EVENT_LOG ]] || GW_EVENT_LOG="event_log: {enabled: false, path: \"$TMP/events-off\"}"
 PIDS=()
 
 # Stops one process we started: SIGTERM, then SIGKILL after 5 s.
@@ -57,12 +59,16 @@ stop_pid() {
 }
 
 cleanup() {
-    local pid
+    local rc=$? cmd=$BASH_COMMAND pid
+    # set -e exits silently: say what failed (not after die, which said it, or a signal).
+    if ((rc != 0 && rc != 130)) && [[ $cmd != exit* ]]; then
+        echo "$SCRIPT_NAME: exiting with status $rc; last command: $cmd" >&2
+    fi
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
     if [[ -n ${KEEP:-} ]]; then echo "$SCRIPT_NAME: kept $TMP" >&2; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "$SCRIPT_NAME: stopped by a signal" >&2; exit 130' INT TERM
 
 USED_PORTS=" "
 pick_port() {
