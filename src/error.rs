@@ -26,9 +26,6 @@ pub enum GatewayError {
     NoDeploymentsAvailable(String),
     #[error("{0}")]
     ContextWindowExceeded(String),
-    /// The gateway is overloaded (a bounded queue is full).
-    #[error("{0}")]
-    Unavailable(String),
     #[error("{0}")]
     Internal(String),
     /// An upstream answered with an error; its status and body are passed through.
@@ -55,7 +52,6 @@ impl GatewayError {
             Self::Unauthorized(_) => "auth_error",
             Self::NotFound(_) => "not_found_error",
             Self::NoDeploymentsAvailable(_) => "rate_limit_error",
-            Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_server_error",
             Self::Upstream { status, .. } => type_for_status(*status),
             Self::UpstreamUnreachable { status, .. } => type_for_status(*status),
@@ -78,7 +74,6 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => "PayloadTooLarge",
             Self::NoDeploymentsAvailable(_) => "RateLimitError",
             Self::ContextWindowExceeded(_) => "ContextWindowExceededError",
-            Self::Unavailable(_) => "ServiceUnavailableError",
             Self::Internal(_) => "InternalServerError",
             Self::Upstream { .. } => "UpstreamError",
             Self::UpstreamUnreachable { status: 408, .. } => "Timeout",
@@ -115,7 +110,6 @@ impl ResponseError for GatewayError {
             Self::PayloadTooLarge { .. } => 413,
             Self::NoDeploymentsAvailable(_) => 429,
             Self::Internal(_) => 500,
-            Self::Unavailable(_) => 503,
             Self::Upstream { status, .. } | Self::UpstreamUnreachable { status, .. } => *status,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)

@@ -96,10 +96,6 @@ impl SegmentLog {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Appends one record (buffered; [`SegmentLog::flush`] makes it durable per the policy).
     pub fn append(&mut self, json: &[u8]) -> io::Result<u64> {
         if self.segment_len >= self.segment_bytes {

@@ -1,7 +1,7 @@
 //! Server-sent events: splitting an upstream byte stream into whole events, so each can be
 //! inspected (usage, first token) and forwarded the moment it is complete.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// The last event of every OpenAI stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -40,10 +40,6 @@ impl EventSplitter {
         self.scanned = 0;
         let rest = self.buf.split().freeze();
         (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest)
-    }
-
-    pub fn buffered(&self) -> usize {
-        self.buf.remaining()
     }
 }
 
