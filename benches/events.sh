@@ -116,15 +116,16 @@ wait_quiet() { # run target
     put "$1" "$2" busy_before_pct "$b"
 }
 
-# CPU used by everything else = the machine's user + nice + system ticks minus those of this
-# script's process group (every process it started, with the children they reaped: wrk is reaped
-# by this shell), plus steal (the hypervisor running other guests). Interrupt time is left out on
-# both sides (loopback networking runs there). Prints "machine_total_ticks others_ticks".
+# CPU used by everything else = the machine's busy ticks (user, nice, system, irq, softirq: a
+# process's system time includes the softirq work, loopback networking, done on its behalf)
+# minus those of this script's process group (every process it started, with the children they
+# reaped: wrk is reaped by this shell), plus steal (the hypervisor running other guests).
+# Prints "machine_total_ticks others_ticks".
 others_ticks() {
     local pg
     pg=$(sed 's/^.*) //' /proc/$$/stat | awk '{print $3}')
     {
-        awk '/^cpu / { print "M", $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9; exit }' /proc/stat
+        awk '/^cpu / { print "M", $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9; exit }' /proc/stat
         cat /proc/[0-9]*/stat 2>/dev/null | awk -v pg="$pg" '{ sub(/^.*\) /, "") } $3 == pg { t += $12 + $13 + $14 + $15 } END { print "P", t + 0 }'
     } | awk '$1 == "M" { us = $2; tot = $3; steal = $4 } $1 == "P" { ours = $2 } END { printf "%d %d\n", tot, us - ours + steal }'
 }
