@@ -18,7 +18,7 @@ use crate::failure::ClassMap;
 use crate::providers::{self, EndpointUrls, ProviderSpec};
 use raw::{AliasTarget, EventLogSection, Extra, RawConfig, RawDeployment, RouterKeys};
 
-pub use raw::parse_duration;
+pub use raw::{duration_from_secs, parse_duration, MAX_DURATION};
 
 /// A config that cannot be served, with the field path that is wrong.
 #[derive(Debug, thiserror::Error)]

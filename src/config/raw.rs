@@ -258,21 +258,54 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(secs) if secs >= 0.0 && secs.is_finite() => Ok(Some(Duration::from_secs_f64(secs))),
-            _ => Err(de::Error::custom(format!("expected a non-negative number of seconds, got {n}"))),
+            Some(secs) => duration_from_secs(secs).map(Some).map_err(de::Error::custom),
+            None => Err(de::Error::custom(format!("expected a non-negative number of seconds, got {n}"))),
         },
         Some(Value::String(s)) => parse_duration(&s).map(Some).map_err(de::Error::custom),
         Some(other) => Err(de::Error::custom(format!("expected seconds or a duration like \"30s\", got {other:?}"))),
     }
 }
 
-/// Seconds as a number ("300", "0.5") or a humantime duration ("30s", "5m").
+/// The longest duration accepted anywhere (a config key or a request's `timeout`): a year.
+/// Anything longer is a mistake, and would overflow `Instant` arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Seconds as a client or config writes them, checked: finite, not negative, at most
+/// [`MAX_DURATION`]. Never panics, whatever the number.
+pub fn duration_from_secs(secs: f64) -> Result<Duration, String> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!("expected a number of seconds between 0 and {}, got {secs}", MAX_DURATION.as_secs())),
+    }
+}
+
+/// Seconds as a number ("300", "0.5") or a humantime duration ("30s", "5m"), at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<f64>() {
-        if secs >= 0.0 && secs.is_finite() {
-            return Ok(Duration::from_secs_f64(secs));
+        return duration_from_secs(secs);
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        Ok(_) => Err(format!("expected a duration of at most {}s, got {s:?}", MAX_DURATION.as_secs())),
+        Err(e) => Err(format!("expected seconds or a duration like \"30s\", got {s:?} ({e})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_checked_never_panicking() {
+        assert_eq!(duration_from_secs(1.5), Ok(Duration::from_millis(1500)));
+        for bad in [1e300, 1e19, -1.0, f64::NAN, f64::INFINITY, 4e7] {
+            assert!(duration_from_secs(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        for bad in ["1e300", "1e19", "-5", "100000000000s", "NaN", "soon"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
-    humantime::parse_duration(s).map_err(|e| format!("expected seconds or a duration like \"30s\", got {s:?} ({e})"))
 }
