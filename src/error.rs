@@ -20,14 +20,18 @@ pub enum GatewayError {
     Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The client did not send its whole request body in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("Request body is larger than max_request_size_mb ({limit_mb} MB)")]
     PayloadTooLarge { limit_mb: u64 },
-    #[error("{0}")]
-    NoDeploymentsAvailable(String),
+    /// Every deployment is cooling down or at its limits; `retry_after` is in seconds.
+    #[error("{message}")]
+    NoDeploymentsAvailable { message: String, retry_after: Option<u64> },
     #[error("{0}")]
     ContextWindowExceeded(String),
-    #[error("{0}")]
-    Internal(String),
     /// An upstream answered with an error; its status and body are passed through.
     #[error("{message}")]
     Upstream {
@@ -51,8 +55,9 @@ impl GatewayError {
             Self::ContextWindowExceeded(_) => "invalid_request_error",
             Self::Unauthorized(_) => "auth_error",
             Self::NotFound(_) => "not_found_error",
-            Self::NoDeploymentsAvailable(_) => "rate_limit_error",
-            Self::Internal(_) => "internal_server_error",
+            Self::MethodNotAllowed(_) => "invalid_request_error",
+            Self::RequestTimeout(_) => "timeout_error",
+            Self::NoDeploymentsAvailable { .. } => "rate_limit_error",
             Self::Upstream { status, .. } => type_for_status(*status),
             Self::UpstreamUnreachable { status, .. } => type_for_status(*status),
         }
@@ -71,10 +76,11 @@ impl GatewayError {
             Self::BadRequest(_) | Self::InvalidParam { .. } => "BadRequestError",
             Self::Unauthorized(_) => "AuthenticationError",
             Self::NotFound(_) => "NotFoundError",
+            Self::MethodNotAllowed(_) => "MethodNotAllowed",
+            Self::RequestTimeout(_) => "Timeout",
             Self::PayloadTooLarge { .. } => "PayloadTooLarge",
-            Self::NoDeploymentsAvailable(_) => "RateLimitError",
+            Self::NoDeploymentsAvailable { .. } => "RateLimitError",
             Self::ContextWindowExceeded(_) => "ContextWindowExceededError",
-            Self::Internal(_) => "InternalServerError",
             Self::Upstream { .. } => "UpstreamError",
             Self::UpstreamUnreachable { status: 408, .. } => "Timeout",
             Self::UpstreamUnreachable { .. } => "APIConnectionError",
@@ -85,7 +91,7 @@ impl GatewayError {
 /// The OpenAI error `type` for an HTTP status.
 pub fn type_for_status(status: u16) -> &'static str {
     match status {
-        400 | 413 | 422 => "invalid_request_error",
+        400 | 405 | 413 | 422 => "invalid_request_error",
         401 => "auth_error",
         403 => "permission_error",
         404 => "not_found_error",
@@ -107,9 +113,10 @@ impl ResponseError for GatewayError {
             Self::BadRequest(_) | Self::InvalidParam { .. } | Self::ContextWindowExceeded(_) => 400,
             Self::Unauthorized(_) => 401,
             Self::NotFound(_) => 404,
+            Self::MethodNotAllowed(_) => 405,
+            Self::RequestTimeout(_) => 408,
             Self::PayloadTooLarge { .. } => 413,
-            Self::NoDeploymentsAvailable(_) => 429,
-            Self::Internal(_) => 500,
+            Self::NoDeploymentsAvailable { .. } => 429,
             Self::Upstream { status, .. } | Self::UpstreamUnreachable { status, .. } => *status,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -119,7 +126,9 @@ impl ResponseError for GatewayError {
         let status = self.status_code();
         let mut builder = HttpResponse::build(status);
         builder.insert_header((header::CONTENT_TYPE, "application/json"));
-        if let Self::Upstream { retry_after: Some(secs), .. } = self {
+        if let Self::Upstream { retry_after: Some(secs), .. } | Self::NoDeploymentsAvailable { retry_after: Some(secs), .. } =
+            self
+        {
             builder.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         // An upstream's own error keeps its type and param; `code` is always our status.
@@ -156,7 +165,9 @@ mod tests {
         assert_eq!(body["error"]["param"], "model");
         assert_eq!(body["error"]["type"], "invalid_request_error");
 
-        let (status, body) = render(GatewayError::NoDeploymentsAvailable("No deployments available".into()));
+        let err = GatewayError::NoDeploymentsAvailable { message: "No deployments available".into(), retry_after: Some(3) };
+        assert_eq!(err.error_response().headers().get("retry-after").unwrap(), "3");
+        let (status, body) = render(err);
         assert_eq!(status, 429);
         assert_eq!(body["error"]["type"], "rate_limit_error");
         assert!(body["error"]["param"].is_null());

@@ -63,6 +63,12 @@ struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     graceful_timeout: u64,
+    /// Seconds a client may take to send its request body (then 408).
+    #[arg(long, default_value_t = 60)]
+    request_body_timeout: u64,
+    /// Origins browsers may call from, comma-separated (LiteLLM's variable); `*` allows any.
+    #[arg(long, env = "LITELLM_CORS_ALLOW_ORIGINS", default_value = "*", value_delimiter = ',')]
+    cors_allow_origins: Vec<String>,
 }
 
 #[derive(Args)]
@@ -107,13 +113,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         workers: args.num_workers,
         graceful_timeout: Duration::from_secs(args.graceful_timeout),
         handle_signals: true,
+        body_timeout: Duration::from_secs(args.request_body_timeout.max(1)),
+        cors_origins: args.cors_allow_origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect(),
     };
     actix_web::rt::System::new().block_on(async move {
         let mut running = server::start(&config, listener, &opts).map_err(|e| e.to_string())?;
         tracing::info!(host = %args.host, port = args.port, deployments = config.deployments.len(), "switchyard listening");
         let result = (&mut running.server).await.map_err(|e| e.to_string());
         tracing::info!("HTTP server stopped; flushing events");
-        running.shut_down(Duration::from_secs(15));
+        running.shut_down(Duration::from_secs(15)).await;
         tracing::info!("switchyard stopped");
         result
     })

@@ -23,11 +23,21 @@ pub struct ServeOptions {
     pub graceful_timeout: Duration,
     /// Stop on SIGTERM/SIGINT (the binary); tests stop the server through its handle.
     pub handle_signals: bool,
+    /// The longest a client may take to send a request body once its headers are in.
+    pub body_timeout: Duration,
+    /// Origins allowed to call from a browser (CORS); `["*"]` allows any, as LiteLLM does.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { workers: None, graceful_timeout: Duration::from_secs(30), handle_signals: true }
+        Self {
+            workers: None,
+            graceful_timeout: Duration::from_secs(30),
+            handle_signals: true,
+            body_timeout: Duration::from_secs(60),
+            cors_origins: vec!["*".into()],
+        }
     }
 }
 
@@ -53,10 +63,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// After the HTTP server has stopped: stop the actors, then deliver or spool queued events.
-    pub fn shut_down(self, timeout: Duration) {
-        self.router.shutdown();
-        self.events.shutdown(timeout);
+    /// After the HTTP server has stopped, while the actix system still runs: stop the actors
+    /// (waiting until they have), then deliver or spool queued events, waiting for the publisher
+    /// thread off the runtime's thread.
+    pub async fn shut_down(self, timeout: Duration) {
+        self.router.shutdown().await;
+        let events = self.events;
+        if actix_web::rt::task::spawn_blocking(move || events.shutdown(timeout)).await.is_err() {
+            tracing::error!("the event log did not shut down cleanly");
+        }
     }
 }
 
@@ -75,6 +90,16 @@ pub fn upstream_client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// Browsers may call from `origins` (`*`: any), with any method and header, and read every
+/// response header (the `x-litellm-*` ones included).
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let cors = actix_cors::Cors::default().allow_any_method().allow_any_header().expose_any_header().max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        return cors.allow_any_origin();
+    }
+    origins.iter().fold(cors, |cors, origin| cors.allowed_origin(origin))
+}
+
 /// Starts the actors and the HTTP server on `listener`. Must run inside an actix system.
 pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Result<Running, StartError> {
     for warning in &config.warnings {
@@ -84,12 +109,19 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
         Some(path) => PriceMap::load(path)?,
         None => PriceMap::bundled(),
     };
-    let metrics = Arc::new(Metrics::new());
+    let model_names = config.model_groups().into_iter().chain(config.router.model_group_alias.keys().map(String::as_str));
+    let metrics = Arc::new(Metrics::new(model_names));
     let events = EventSink::start(&config.event_log, EventMetrics::register(metrics.registry())?)?;
     let router = RouterHandle::start(config, &prices, upstream_client()?, metrics.clone(), events.clone());
-    let gateway = web::Data::new(Gateway::new(router.clone(), metrics, events.clone(), &config.general));
+    let gateway =
+        web::Data::new(Gateway::new(router.clone(), metrics, events.clone(), &config.general, opts.body_timeout));
+    let origins = opts.cors_origins.clone();
     let mut server = HttpServer::new(move || {
-        App::new().app_data(gateway.clone()).configure(http::configure).default_service(web::to(http::not_found))
+        App::new()
+            .wrap(cors(&origins))
+            .app_data(gateway.clone())
+            .configure(http::configure)
+            .default_service(web::to(http::not_found))
     })
     .shutdown_timeout(opts.graceful_timeout.as_secs().max(1))
     .backlog(4096)

@@ -40,6 +40,8 @@ pub enum Outcome {
     },
     Failure {
         class: ErrorClass,
+        /// The HTTP status (or the one the gateway answers for timeouts and broken connections).
+        status: u16,
         /// Whether this kind of failure may cool the deployment down at all.
         may_cool_down: bool,
         /// Whether the failure was a 429 (cools a multi-deployment group down at once).
@@ -141,6 +143,8 @@ pub struct Health {
     /// Failures within `cooldown_time`, for the `allowed_fails` rules.
     recent_failures: VecDeque<(Instant, ErrorClass)>,
     cooldown_until: Option<Instant>,
+    /// What caused the current cooldown.
+    cooldown_class: Option<ErrorClass>,
     /// Seconds per output token (or seconds, when a call produced no tokens).
     latency: Window,
     ttft: Window,
@@ -152,6 +156,7 @@ impl Health {
             minute: RollingMinute::new(now),
             recent_failures: VecDeque::new(),
             cooldown_until: None,
+            cooldown_class: None,
             latency: Window::default(),
             ttft: Window::default(),
         }
@@ -169,7 +174,7 @@ impl Health {
                 }
                 Transition::None
             }
-            Outcome::Failure { class, may_cool_down, rate_limited, non_retryable, timeout, retry_after } => {
+            Outcome::Failure { class, may_cool_down, rate_limited, non_retryable, timeout, retry_after, .. } => {
                 self.minute.add(now, false);
                 if *timeout {
                     self.latency.push(now, TIMEOUT_PENALTY_SECS, policy.latency_window);
@@ -186,6 +191,7 @@ impl Health {
                     return Transition::None;
                 }
                 let until = now + retry_after.unwrap_or(policy.cooldown_time);
+                self.cooldown_class = Some(*class);
                 match self.cooldown_until {
                     Some(current) if current > now => {
                         // LiteLLM keeps the first, shorter deadline; a deployment still failing
@@ -268,6 +274,7 @@ impl Health {
         };
         HealthSnapshot {
             cooldown_until,
+            cooldown_class: cooldown_until.and(self.cooldown_class),
             latency: self.latency.average(now, policy.latency_ttl),
             ttft: self.ttft.average(now, policy.latency_ttl),
             successes_last_minute: successes,
@@ -281,6 +288,9 @@ impl Health {
 #[derive(Debug, Clone)]
 pub struct HealthSnapshot {
     pub cooldown_until: Option<Instant>,
+    /// The error class that started (or last extended) the cooldown, for the "no deployments
+    /// available" answer.
+    pub cooldown_class: Option<ErrorClass>,
     /// Average seconds per output token over the latency window.
     pub latency: Option<f64>,
     /// Average time to first token, for streams.
@@ -294,6 +304,7 @@ impl HealthSnapshot {
     pub fn healthy() -> Self {
         Self {
             cooldown_until: None,
+            cooldown_class: None,
             latency: None,
             ttft: None,
             successes_last_minute: 0,
@@ -332,6 +343,7 @@ mod tests {
         };
         Outcome::Failure {
             class,
+            status,
             may_cool_down: true,
             rate_limited: status == 429,
             non_retryable: matches!(status, 401 | 404),
@@ -363,6 +375,7 @@ mod tests {
         let p = policy(2);
         let with_retry_after = Outcome::Failure {
             class: ErrorClass::RateLimit,
+            status: 429,
             may_cool_down: true,
             rate_limited: true,
             non_retryable: false,
@@ -465,6 +478,7 @@ mod tests {
         assert_eq!(h.record(now, &failure(429), &p), Transition::None);
         let bad_request = Outcome::Failure {
             class: ErrorClass::BadRequest,
+            status: 400,
             may_cool_down: false,
             rate_limited: false,
             non_retryable: true,
@@ -491,6 +505,7 @@ mod tests {
         assert!((avg - 0.3).abs() < 1e-9, "{avg}");
         let timeout = Outcome::Failure {
             class: ErrorClass::Timeout,
+            status: 408,
             may_cool_down: false,
             rate_limited: false,
             non_retryable: false,

@@ -22,7 +22,7 @@ use crate::config::DeploymentConfig;
 use crate::cost::Price;
 use crate::events::{DeploymentEvent, Event, EventSink};
 use crate::failure::UpstreamFailure;
-use crate::metrics::Metrics;
+use crate::metrics::{DeploymentSeries, Metrics};
 pub use health::{Health, HealthPolicy, HealthSnapshot, Outcome, State, Transition};
 
 /// Reports queued for one deployment before new ones are dropped (and counted).
@@ -39,7 +39,6 @@ pub struct Deployment {
     handle: DeploymentHandle,
     health: Health,
     policy: HealthPolicy,
-    metrics: Arc<Metrics>,
     /// Cooldowns entered and left are published to `<prefix>.deployments`.
     events: EventSink,
 }
@@ -88,17 +87,17 @@ impl Handler<ReportOutcome> for Deployment {
         let secs = until.saturating_duration_since(msg.at).as_secs_f64();
         if entered {
             tracing::warn!(deployment = %cfg.id, model_group = %cfg.model_name, cooldown_secs = secs, "deployment cooling down");
-            let status = match &msg.outcome {
-                Outcome::Failure { class, .. } => class.litellm_name(),
-                Outcome::Success { .. } => "",
+            let (reason, status) = match &msg.outcome {
+                Outcome::Failure { class, status, .. } => (class.litellm_name(), *status),
+                Outcome::Success { .. } => ("", 0),
             };
-            self.metrics.deployment_cooled_down(cfg, status);
+            self.handle.inner.series.cooled_down(status);
             let until_wall = std::time::SystemTime::now() + until.saturating_duration_since(msg.at);
             let event = DeploymentEvent::new(
                 cfg,
                 self.events.gateway_id(),
                 "cooldown_entered",
-                Some(status.to_string()),
+                Some(reason.to_string()),
                 Some(until_wall),
             );
             self.events.publish(Event::Deployment(Box::new(event)));
@@ -143,7 +142,7 @@ impl Deployment {
 
     fn publish(&mut self) {
         let snapshot = self.health.snapshot(Instant::now(), &self.policy);
-        self.metrics.deployment_state(self.handle.config(), snapshot.state);
+        self.handle.inner.series.state(snapshot.state as i64);
         self.handle.inner.health.store(Arc::new(snapshot));
     }
 
@@ -161,6 +160,7 @@ impl Deployment {
             .and_then(|rpm| NonZeroU32::new(rpm.min(u32::MAX as u64) as u32))
             .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm)));
         let ctx = Context::new();
+        let series = metrics.deployment(&config);
         let handle = DeploymentHandle {
             inner: Arc::new(Inner {
                 config,
@@ -172,10 +172,11 @@ impl Deployment {
                 health: ArcSwap::from_pointee(HealthSnapshot::healthy()),
                 pending_successes: Mutex::new(Vec::new()),
                 addr: ctx.address(),
+                series,
                 metrics: metrics.clone(),
             }),
         };
-        let actor = Deployment { handle: handle.clone(), health: Health::new(Instant::now()), policy, metrics, events };
+        let actor = Deployment { handle: handle.clone(), health: Health::new(Instant::now()), policy, events };
         ctx.run(actor);
         handle
     }
@@ -233,6 +234,8 @@ struct Inner {
     /// Successes waiting for the actor's next tick.
     pending_successes: Mutex<Vec<(Instant, Outcome)>>,
     addr: Addr<Deployment>,
+    /// This deployment's metric series, bound once.
+    series: DeploymentSeries,
     metrics: Arc<Metrics>,
 }
 
@@ -249,6 +252,10 @@ impl DeploymentHandle {
 
     pub fn id(&self) -> &str {
         &self.inner.config.id
+    }
+
+    pub fn series(&self) -> &DeploymentSeries {
+        &self.inner.series
     }
 
     pub fn price(&self) -> Option<&Price> {
@@ -272,7 +279,8 @@ impl DeploymentHandle {
         self.inner.usage.current()
     }
 
-    /// Whether `max_parallel_requests` leaves room for one more call.
+    /// Whether `max_parallel_requests` leaves room for one more call (a hint for choosing;
+    /// [`DeploymentHandle::try_start_call`] is what takes the slot).
     pub fn has_capacity(&self) -> bool {
         self.inner.config.max_parallel_requests.is_none_or(|max| self.in_flight() < max)
     }
@@ -282,11 +290,17 @@ impl DeploymentHandle {
         self.inner.rpm.as_ref().is_none_or(|limiter| limiter.check().is_ok())
     }
 
-    /// Marks a call as started; the guard marks it finished when dropped.
-    pub fn start_call(&self) -> InFlight {
-        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+    /// Takes one of the deployment's `max_parallel_requests` slots in one atomic step (two
+    /// workers cannot both take the last one); `None` when they are all taken. The guard gives
+    /// the slot back when dropped, however the call ends.
+    pub fn try_start_call(&self) -> Option<InFlight> {
+        let max = self.inner.config.max_parallel_requests.unwrap_or(u32::MAX);
+        self.inner
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()?;
         self.inner.usage.add(1, 0);
-        InFlight { handle: self.clone() }
+        Some(InFlight { handle: self.clone() })
     }
 
     pub fn add_tokens(&self, tokens: u64) {
@@ -316,6 +330,7 @@ impl DeploymentHandle {
     pub fn report_failure(&self, failure: &UpstreamFailure) {
         self.report(Outcome::Failure {
             class: failure.class(),
+            status: failure.status(),
             may_cool_down: failure.may_cool_down(),
             rate_limited: failure.status() == 429,
             non_retryable: matches!(failure.status(), 401 | 404),
@@ -324,8 +339,12 @@ impl DeploymentHandle {
         });
     }
 
-    pub fn stop(&self) {
-        self.inner.addr.do_send(Stop);
+    /// Asks the actor to stop; resolves once it has handled the request (or was gone already).
+    pub fn stop(&self) -> impl std::future::Future<Output = ()> {
+        let sent = self.inner.addr.send(Stop);
+        async move {
+            let _ = sent.await;
+        }
     }
 }
 
@@ -336,6 +355,6 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.handle.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.handle.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -23,21 +23,34 @@ fn presented_key(req: &HttpRequest) -> Option<&str> {
     })
 }
 
-/// SHA-256 (hex) of the key the request presents, for the events (never the key itself).
-pub fn presented_key_hash(req: &HttpRequest) -> Option<String> {
-    presented_key(req).map(|key| hash(key).iter().map(|b| format!("{b:02x}")).collect())
+/// SHA-256 in hex: how keys appear in events and metrics (never the key itself).
+pub fn hex_hash(key: &str) -> String {
+    hash(key).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Admits the request when no master key is configured or the right one is presented.
-pub fn authorize(req: &HttpRequest, gw: &Gateway) -> Result<(), GatewayError> {
-    let Some(expected) = &gw.master_key_hash else {
-        return Ok(());
+/// The master key as the gateway keeps it: only its hash, raw and hex.
+pub struct MasterKey {
+    hash: [u8; 32],
+    hex: std::sync::Arc<str>,
+}
+
+impl MasterKey {
+    pub fn new(key: &str) -> Self {
+        Self { hash: hash(key), hex: hex_hash(key).into() }
+    }
+}
+
+/// Admits the request when no master key is configured or the right one is presented; returns
+/// the hex hash of the key it presented (computed once, at startup).
+pub fn authorize(req: &HttpRequest, gw: &Gateway) -> Result<Option<std::sync::Arc<str>>, GatewayError> {
+    let Some(expected) = &gw.master_key else {
+        return Ok(presented_key(req).map(|key| hex_hash(key).into()));
     };
     match presented_key(req) {
         None => Err(GatewayError::Unauthorized(
             "Authentication Error, No api key passed in. Pass it as `Authorization: Bearer <key>` (or x-api-key, api-key, x-litellm-api-key).".into(),
         )),
-        Some(key) if hash(key) == *expected => Ok(()),
+        Some(key) if hash(key) == expected.hash => Ok(Some(expected.hex.clone())),
         Some(key) => Err(GatewayError::Unauthorized(format!("Authentication Error, Invalid proxy server token passed. Received API Key = {}", abbreviate(key)))),
     }
 }

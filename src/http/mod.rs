@@ -9,7 +9,7 @@ pub mod record;
 pub mod relay;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::BytesMut;
@@ -29,14 +29,22 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Where calls' metrics and events go.
     pub recorder: record::Recorder,
-    /// SHA-256 of the master key; requests are compared by hash, so timing reveals nothing.
-    master_key_hash: Option<[u8; 32]>,
+    /// The master key's SHA-256; requests are compared by hash, so timing reveals nothing.
+    master_key: Option<auth::MasterKey>,
     pub max_request_size: usize,
+    /// The longest a client may take to send its request body once its headers are in.
+    pub body_timeout: Duration,
     pub started_at: SystemTime,
 }
 
 impl Gateway {
-    pub fn new(router: RouterHandle, metrics: Arc<Metrics>, events: EventSink, general: &GeneralSettings) -> Self {
+    pub fn new(
+        router: RouterHandle,
+        metrics: Arc<Metrics>,
+        events: EventSink,
+        general: &GeneralSettings,
+        body_timeout: Duration,
+    ) -> Self {
         Self {
             router,
             recorder: record::Recorder {
@@ -45,41 +53,70 @@ impl Gateway {
                 store_prompts: general.store_prompts_in_spend_logs,
             },
             metrics,
-            master_key_hash: general.master_key.as_ref().map(|k| auth::hash(k.expose_secret())),
+            master_key: general.master_key.as_ref().map(|k| auth::MasterKey::new(k.expose_secret())),
             max_request_size: general.max_request_size_bytes,
+            body_timeout,
             started_at: SystemTime::now(),
         }
     }
 }
 
-/// Mounts every route.
+/// Mounts every route. A path called with a method it does not serve is a 405 with the OpenAI
+/// error body.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    for prefix in ["", "/v1"] {
-        cfg.route(&format!("{prefix}/chat/completions"), web::post().to(proxy::chat_completions))
-            .route(&format!("{prefix}/completions"), web::post().to(proxy::completions))
-            .route(&format!("{prefix}/embeddings"), web::post().to(proxy::embeddings))
-            .route(&format!("{prefix}/models"), web::get().to(models::list))
-            .route(&format!("{prefix}/model/info"), web::get().to(models::model_info))
-            .route(&format!("{prefix}/model_group/info"), web::get().to(models::model_group_info));
-        // OpenAI's engine-style path, which some clients still use.
-        cfg.route(&format!("{prefix}/engines/{{model}}/chat/completions"), web::post().to(proxy::chat_completions));
-    }
-    cfg.route("/health/liveliness", web::get().to(health::liveliness))
-        .route("/health/liveness", web::get().to(health::liveliness))
-        .route("/health/readiness", web::get().to(health::readiness))
-        .route("/health", web::get().to(health::health))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/", web::get().to(health::liveliness));
+    let both = |path: &'static str| [path.to_string(), format!("/v1{path}")];
+    cfg.service(post(both("/chat/completions"), web::post().to(proxy::chat_completions)))
+        .service(post(both("/completions"), web::post().to(proxy::completions)))
+        .service(post(both("/embeddings"), web::post().to(proxy::embeddings)))
+        // OpenAI's engine-style path, which some clients still use: the path names the model.
+        .service(post(both("/engines/{model}/chat/completions"), web::post().to(proxy::chat_completions)))
+        .service(get(both("/models"), web::get().to(models::list)))
+        .service(get(both("/models/{model:.+}"), web::get().to(models::retrieve)))
+        .service(get(both("/model/info"), web::get().to(models::model_info)))
+        .service(get(both("/model_group/info"), web::get().to(models::model_group_info)))
+        .service(get(["/health/liveliness", "/health/liveness"], web::get().to(health::liveliness)))
+        .service(get(["/health/readiness"], web::get().to(health::readiness)))
+        .service(get(["/health"], web::get().to(health::health)))
+        .service(get(["/metrics", "/metrics/"], web::get().to(health::metrics)))
+        .service(get(["/"], web::get().to(health::liveliness)));
 }
 
-/// Unknown paths and methods get the OpenAI error body too.
+fn post<S: ToString, const N: usize>(paths: [S; N], route: actix_web::Route) -> actix_web::Resource {
+    let paths: Vec<String> = paths.iter().map(S::to_string).collect();
+    web::resource(paths).route(route).default_service(web::to(method_not_allowed))
+}
+
+fn get<S: ToString, const N: usize>(paths: [S; N], route: actix_web::Route) -> actix_web::Resource {
+    let paths: Vec<String> = paths.iter().map(S::to_string).collect();
+    // HEAD is answered wherever GET is, as HTTP expects.
+    web::resource(paths).route(route).route(web::head().to(HttpResponse::Ok)).default_service(web::to(method_not_allowed))
+}
+
+/// Unknown paths get the OpenAI error body too.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     GatewayError::NotFound(format!("{} {} is not an endpoint of this gateway", req.method(), req.path()))
         .error_response()
 }
 
-/// Reads a request body, refusing more than `limit` bytes with 413 before buffering it all.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, GatewayError> {
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    GatewayError::MethodNotAllowed(format!("Method {} is not allowed on {}", req.method(), req.path()))
+        .error_response()
+}
+
+/// Reads a request body, refusing more than `limit` bytes with 413 before buffering it all, and
+/// a body that takes longer than `timeout` to arrive with 408 (a body trickled a byte at a time
+/// would otherwise hold its connection and buffer forever).
+pub async fn read_body(payload: web::Payload, limit: usize, timeout: Duration) -> Result<bytes::Bytes, GatewayError> {
+    match tokio::time::timeout(timeout, read_all(payload, limit)).await {
+        Ok(result) => result,
+        Err(_) => Err(GatewayError::RequestTimeout(format!(
+            "The request body did not arrive within {}s",
+            timeout.as_secs_f64()
+        ))),
+    }
+}
+
+async fn read_all(mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, GatewayError> {
     let limit_mb = (limit as u64).div_ceil(1024 * 1024);
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
@@ -87,7 +124,7 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<bytes:
             actix_web::error::PayloadError::Overflow => GatewayError::PayloadTooLarge { limit_mb },
             other => GatewayError::BadRequest(format!("Could not read the request body: {other}")),
         })?;
-        if buf.len() + chunk.len() > limit {
+        if buf.len().saturating_add(chunk.len()) > limit {
             return Err(GatewayError::PayloadTooLarge { limit_mb });
         }
         buf.extend_from_slice(&chunk);

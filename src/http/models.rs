@@ -11,16 +11,31 @@ use crate::error::GatewayError;
 pub async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     auth::authorize(&req, &gw)?;
     let table = gw.router.table();
-    let created = gw.started_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut names: Vec<&str> = table.group_names().iter().map(String::as_str).collect();
     let mut aliases: Vec<&str> = table.visible_aliases().collect();
     aliases.sort_unstable();
     names.extend(aliases);
-    let data: Vec<Value> = names
-        .into_iter()
-        .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "openai"}))
-        .collect();
+    let data: Vec<Value> = names.into_iter().map(|id| model_object(&gw, id)).collect();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+/// `GET /models/{model}` (the SDKs' `models.retrieve`): a model group or alias, else 404.
+pub async fn retrieve(
+    req: HttpRequest,
+    model: web::Path<String>,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, GatewayError> {
+    auth::authorize(&req, &gw)?;
+    let model = model.into_inner();
+    match gw.router.table().resolve(&model) {
+        Some(_) => Ok(HttpResponse::Ok().json(model_object(&gw, &model))),
+        None => Err(GatewayError::NotFound(format!("The model `{model}` does not exist"))),
+    }
+}
+
+fn model_object(gw: &Gateway, id: &str) -> Value {
+    let created = gw.started_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    json!({"id": id, "object": "model", "created": created, "owned_by": "openai"})
 }
 
 /// Every deployment, keys left out.
@@ -79,7 +94,7 @@ pub async fn model_group_info(req: HttpRequest, gw: web::Data<Gateway>) -> Resul
             providers.sort_unstable();
             providers.dedup();
             let sum =
-                |f: fn(&DeploymentHandle) -> Option<u64>| ds.iter().map(f).try_fold(0u64, |acc, v| v.map(|v| acc + v));
+                |f: fn(&DeploymentHandle) -> Option<u64>| ds.iter().map(f).try_fold(0u64, |acc, v| v.map(|v| acc.saturating_add(v)));
             let max_of = |f: fn(&DeploymentHandle) -> Option<u64>| ds.iter().filter_map(f).max();
             let min_price = |f: fn(&DeploymentHandle) -> Option<f64>| {
                 ds.iter().filter_map(f).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))))

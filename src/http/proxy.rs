@@ -6,17 +6,16 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use serde_json::{Map, Value};
-use tokio::time::Instant;
 
 use super::record::{Finished, Recorder, Trace};
 use super::relay::{Relay, StreamSummary};
 use super::{auth, read_body, Gateway};
-use crate::deployment::{DeploymentHandle, InFlight, Outcome};
+use crate::deployment::DeploymentHandle;
 use crate::error::GatewayError;
 use crate::failure::ErrorClass;
 use crate::openai::{estimate_tokens, prompt_len, TokenUsage};
 use crate::providers::Endpoint;
-use crate::router::{CallRequest, Dispatched, Failed, Reply};
+use crate::router::{Attempt, CallRequest, Dispatched, Failed, Reply};
 
 pub async fn chat_completions(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
     proxy(req, payload, gw, Endpoint::ChatCompletions).await
@@ -30,7 +29,16 @@ pub async fn embeddings(req: HttpRequest, payload: web::Payload, gw: web::Data<G
     proxy(req, payload, gw, Endpoint::Embeddings).await
 }
 
-/// Request keys that are LiteLLM's instructions to the gateway, never sent upstream.
+/// LiteLLM's instructions to the gateway that a request may carry; never sent upstream.
+#[derive(Debug, Default, PartialEq)]
+struct GatewayParams {
+    mock_response: Option<String>,
+    mock_failure: Option<ErrorClass>,
+    timeout: Option<Duration>,
+    stream_timeout: Option<Duration>,
+}
+
+/// Request keys that are LiteLLM's instructions to the gateway.
 const GATEWAY_KEYS: &[&str] = &[
     "mock_response",
     "mock_testing_fallbacks",
@@ -39,6 +47,47 @@ const GATEWAY_KEYS: &[&str] = &[
     "timeout",
     "stream_timeout",
 ];
+
+/// Removes the gateway's own keys from `body` and checks them: a duration that is not a
+/// positive number of seconds (or a duration string) of at most a year is a 400 naming it.
+fn take_gateway_params(body: &mut Map<String, Value>) -> Result<GatewayParams, GatewayError> {
+    let mut params = GatewayParams::default();
+    for key in GATEWAY_KEYS {
+        let Some(value) = body.remove(*key) else { continue };
+        match (*key, value) {
+            (_, Value::Null) => {}
+            ("mock_response", Value::String(s)) => params.mock_response = Some(s),
+            ("mock_testing_fallbacks", Value::Bool(true)) => params.mock_failure = Some(ErrorClass::InternalServer),
+            ("mock_testing_context_fallbacks", Value::Bool(true)) => {
+                params.mock_failure = Some(ErrorClass::ContextWindowExceeded)
+            }
+            ("mock_testing_content_policy_fallbacks", Value::Bool(true)) => {
+                params.mock_failure = Some(ErrorClass::ContentPolicyViolation)
+            }
+            ("timeout", value) => params.timeout = Some(duration_param("timeout", &value)?),
+            ("stream_timeout", value) => params.stream_timeout = Some(duration_param("stream_timeout", &value)?),
+            _ => {}
+        }
+    }
+    Ok(params)
+}
+
+fn duration_param(field: &str, value: &Value) -> Result<Duration, GatewayError> {
+    let parsed = match value {
+        Value::Number(n) => n.as_f64().ok_or_else(|| format!("not a number: {n}")).and_then(crate::config::duration_from_secs),
+        Value::String(s) => crate::config::parse_duration(s),
+        other => Err(format!("expected seconds, got {other}")),
+    };
+    match parsed {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(invalid(field, format!("`{field}` must be a positive number of seconds, got 0"))),
+        Err(e) => Err(invalid(field, format!("Invalid `{field}`: {e}"))),
+    }
+}
+
+fn invalid(field: &str, message: String) -> GatewayError {
+    GatewayError::InvalidParam { message, param: field.into() }
+}
 
 async fn proxy(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>, endpoint: Endpoint) -> HttpResponse {
     let mut trace = Trace::new(endpoint);
@@ -59,83 +108,36 @@ async fn admit(
     gw: &Gateway,
     trace: &mut Trace,
 ) -> Result<CallRequest, GatewayError> {
-    auth::authorize(req, gw)?;
+    trace.key_hash = auth::authorize(req, gw)?;
     let endpoint = trace.endpoint;
-    let bytes = read_body(payload, gw.max_request_size).await?;
+    let bytes = read_body(payload, gw.max_request_size, gw.body_timeout).await?;
     let mut body: Map<String, Value> = match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(GatewayError::BadRequest("Request body must be a JSON object".into())),
         Err(e) => return Err(GatewayError::BadRequest(format!("Invalid JSON in request body: {e}"))),
     };
+    // OpenAI's engine-style path names the model; it wins over the body's.
+    if let Some(model) = req.match_info().get("model") {
+        body.insert("model".into(), Value::String(model.to_string()));
+    }
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(Value::String(_)) | None => return Err(missing("model")),
-        Some(_) => {
-            return Err(GatewayError::InvalidParam {
-                message: "`model` must be a string".into(),
-                param: "model".into(),
-            })
-        }
+        Some(_) => return Err(invalid("model", "`model` must be a string".into())),
     };
     trace.requested_model = model.clone();
-    let required = match endpoint {
-        Endpoint::ChatCompletions => "messages",
-        Endpoint::Completions => "prompt",
-        Endpoint::Embeddings => "input",
-    };
-    match body.get(required) {
-        None | Some(Value::Null) => return Err(missing(required)),
-        Some(Value::Array(items)) if items.is_empty() && required == "messages" => {
-            return Err(GatewayError::InvalidParam {
-                message: "`messages` must not be empty".into(),
-                param: "messages".into(),
-            })
-        }
-        Some(Value::Array(_)) => {}
-        Some(_) if required == "messages" => {
-            return Err(GatewayError::InvalidParam {
-                message: "`messages` must be an array".into(),
-                param: "messages".into(),
-            })
-        }
-        Some(_) => {}
-    }
+    let table = gw.router.table();
+    trace.group = table.resolve(&model).map(str::to_string);
+    validate_input(endpoint, &body)?;
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b && endpoint.supports_stream(),
-        Some(_) => {
-            return Err(GatewayError::InvalidParam {
-                message: "`stream` must be a boolean".into(),
-                param: "stream".into(),
-            })
-        }
+        Some(_) => return Err(invalid("stream", "`stream` must be a boolean".into())),
     };
     trace.stream = stream;
-    let mut mock_response = None;
-    let mut mock_failure = None;
-    let mut timeout = None;
-    for key in GATEWAY_KEYS {
-        let Some(value) = body.remove(*key) else { continue };
-        match (*key, value) {
-            ("mock_response", Value::String(s)) => mock_response = Some(s),
-            ("mock_testing_fallbacks", Value::Bool(true)) => mock_failure = Some(ErrorClass::InternalServer),
-            ("mock_testing_context_fallbacks", Value::Bool(true)) => {
-                mock_failure = Some(ErrorClass::ContextWindowExceeded)
-            }
-            ("mock_testing_content_policy_fallbacks", Value::Bool(true)) => {
-                mock_failure = Some(ErrorClass::ContentPolicyViolation)
-            }
-            ("timeout", Value::Number(n)) => {
-                timeout = n.as_f64().filter(|s| *s > 0.0 && s.is_finite()).map(Duration::from_secs_f64)
-            }
-            ("timeout", Value::String(s)) => timeout = crate::config::parse_duration(&s).ok(),
-            _ => {}
-        }
-    }
-    gw.recorder.request(trace, &body, auth::presented_key_hash(req));
-    let table = gw.router.table();
-    let group = table.resolve(&model).ok_or_else(|| GatewayError::BadRequest(crate::router::invalid_model(&model)))?;
-    trace.group = Some(group.to_string());
+    let params = take_gateway_params(&mut body)?;
+    gw.recorder.request(trace, &body);
+    let group = trace.group.clone().ok_or_else(|| GatewayError::BadRequest(crate::router::invalid_model(&model)))?;
     let mut overrides = Vec::new();
     if stream {
         // Always learn the usage of a stream; the relay hides it again if the client did not ask.
@@ -148,19 +150,38 @@ async fn admit(
     }
     Ok(CallRequest {
         endpoint,
-        group: group.to_string(),
+        group,
         input_tokens: estimate_tokens(prompt_len(&body)),
         body,
         overrides,
         stream,
-        timeout,
-        mock_response,
-        mock_failure,
+        timeout: params.timeout,
+        stream_timeout: params.stream_timeout,
+        mock_response: params.mock_response,
+        mock_failure: params.mock_failure,
     })
 }
 
+/// The endpoint's required input: `messages` (a non-empty array), `prompt` or `input`.
+fn validate_input(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(), GatewayError> {
+    let required = match endpoint {
+        Endpoint::ChatCompletions => "messages",
+        Endpoint::Completions => "prompt",
+        Endpoint::Embeddings => "input",
+    };
+    match body.get(required) {
+        None | Some(Value::Null) => Err(missing(required)),
+        Some(Value::Array(items)) if items.is_empty() && required == "messages" => {
+            Err(invalid("messages", "`messages` must not be empty".into()))
+        }
+        Some(Value::Array(_)) => Ok(()),
+        Some(_) if required == "messages" => Err(invalid("messages", "`messages` must be an array".into())),
+        Some(_) => Ok(()),
+    }
+}
+
 fn missing(field: &str) -> GatewayError {
-    GatewayError::InvalidParam { message: format!("Missing required parameter: `{field}`"), param: field.into() }
+    invalid(field, format!("Missing required parameter: `{field}`"))
 }
 
 fn client_wants_usage(call: &CallRequest) -> bool {
@@ -176,9 +197,7 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
         retries,
         fallbacks,
         attempts,
-        upstream_started,
         upstream_time,
-        in_flight,
     } = served;
     let mut builder = HttpResponse::Ok();
     for (name, value) in &upstream_headers {
@@ -227,26 +246,24 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
             );
             builder.insert_header((CONTENT_TYPE, "application/json")).body(body)
         }
-        Reply::Stream(upstream) => {
-            let headers = Headers { upstream: upstream_time + upstream_started.elapsed(), ..headers };
+        Reply::Stream { events, attempt } => {
+            let headers = Headers { upstream: upstream_time + attempt.started().elapsed(), ..headers };
             headers.apply(&mut builder, None);
-            let idle = call.timeout.or(deployment.config().stream_timeout).or(gw.router.settings().stream_timeout);
+            let idle = gw.router.timeout_for(&deployment, true, call.timeout, call.stream_timeout);
             let recorder = gw.recorder.clone();
             let ended = StreamEnd {
                 recorder,
                 trace,
                 group,
-                deployment,
+                attempt,
                 retries,
                 fallbacks,
                 attempts,
-                upstream_started,
                 upstream_time,
                 input_tokens: call.input_tokens,
-                in_flight,
             };
             let relay =
-                Relay::new(upstream, !client_wants_usage(call), idle, Box::new(move |summary| ended.finish(summary)));
+                Relay::new(events, !client_wants_usage(call), idle, Box::new(move |summary| ended.finish(summary)));
             builder
                 .insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header((CACHE_CONTROL, "no-cache"))
@@ -261,58 +278,36 @@ struct StreamEnd {
     recorder: Recorder,
     trace: Trace,
     group: String,
-    deployment: DeploymentHandle,
+    /// Settled here: the deployment hears how the stream went, and its slot is given back.
+    attempt: Attempt,
     retries: u32,
     fallbacks: u32,
     attempts: u32,
-    upstream_started: Instant,
     /// Upstream time before this stream's call (failed attempts).
     upstream_time: Duration,
     /// The prompt estimate, for a stream that ends before its usage arrives.
     input_tokens: u64,
-    in_flight: InFlight,
 }
 
 impl StreamEnd {
     fn finish(self, summary: StreamSummary) {
-        let StreamEnd {
-            recorder,
-            trace,
-            group,
-            deployment: d,
-            retries,
-            fallbacks,
-            attempts,
-            upstream_started,
-            upstream_time,
-            input_tokens,
-            in_flight,
-        } = self;
-        drop(in_flight);
-        let latency = upstream_started.elapsed();
+        let StreamEnd { recorder, trace, group, attempt, retries, fallbacks, attempts, upstream_time, input_tokens } =
+            self;
+        let d = attempt.deployment().clone();
+        let started = attempt.started();
+        let latency = started.elapsed();
         // Without the upstream's usage (the client left first), count what was generated.
         let tokens_estimated = summary.usage.is_none() && summary.content_chunks > 0;
         let usage = summary.usage.unwrap_or_else(|| TokenUsage::new(input_tokens, summary.content_chunks));
-        let ttft = summary.first_chunk_at.map(|t| t.saturating_duration_since(upstream_started));
-        if let Some(t) = ttft {
-            recorder.metrics.time_to_first_token(&group, t.as_secs_f64());
-        }
-        d.add_tokens(usage.total_tokens);
+        let ttft = summary.first_chunk_at.map(|t| t.saturating_duration_since(started));
         let (status, error) = match &summary.error {
             Some(failure) => {
-                d.report_failure(failure);
-                recorder.metrics.upstream_failure(d.config(), &trace.requested_model, failure.status());
+                attempt.failed(failure, Some(&usage));
                 let kind = crate::error::type_for_status(failure.status()).to_string();
                 (failure.status(), Some(("StreamError", kind, failure.message.clone())))
             }
             None => {
-                d.report(Outcome::Success { latency, ttft, completion_tokens: usage.completion_tokens });
-                recorder.metrics.upstream_success(
-                    d.config(),
-                    &trace.requested_model,
-                    latency.as_secs_f64(),
-                    usage.completion_tokens,
-                );
+                attempt.succeeded(&usage, ttft);
                 (200, None)
             }
         };

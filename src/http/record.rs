@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::deployment::DeploymentHandle;
 use crate::events::types::timestamp;
 use crate::events::{Envelope, Event, EventSink, RequestEvent, ResponseEvent};
-use crate::metrics::{Metrics, RequestRecord};
+use crate::metrics::{Identity, Metrics, RequestRecord};
 use crate::openai::{estimate_tokens, prompt_len, TokenUsage};
 use crate::providers::Endpoint;
 
@@ -30,7 +30,10 @@ pub struct Trace {
     pub started_at: SystemTime,
     pub endpoint: Endpoint,
     pub requested_model: String,
+    /// The model group `requested_model` resolves to; `None` while unknown.
     pub group: Option<String>,
+    /// Hex SHA-256 of the key the caller presented.
+    pub key_hash: Option<Arc<str>>,
     pub stream: bool,
     /// Set once the request event is out: from then on every ending publishes a response event.
     pub announced: bool,
@@ -45,6 +48,7 @@ impl Trace {
             endpoint,
             requested_model: String::new(),
             group: None,
+            key_hash: None,
             stream: false,
             announced: false,
         }
@@ -136,7 +140,7 @@ fn params(body: &Map<String, Value>) -> Value {
 
 impl Recorder {
     /// Publishes the request event of an admitted call.
-    pub fn request(&self, trace: &mut Trace, body: &Map<String, Value>, api_key_hash: Option<String>) {
+    pub fn request(&self, trace: &mut Trace, body: &Map<String, Value>) {
         if !self.events.enabled() {
             return;
         }
@@ -159,7 +163,7 @@ impl Recorder {
             endpoint: trace.endpoint.path(),
             model_group: trace.requested_model.clone(),
             stream: trace.stream,
-            api_key_hash,
+            api_key_hash: trace.key_hash.as_deref().map(str::to_string),
             key_alias: None,
             end_user: user.clone(),
             user,
@@ -180,19 +184,19 @@ impl Recorder {
         let end = Instant::now();
         let total = end.saturating_duration_since(trace.started);
         let overhead = total.saturating_sub(f.upstream_time);
-        if f.status != 401 {
-            self.metrics.request(&RequestRecord {
-                requested_model: &trace.requested_model,
-                status: f.status,
-                error_class: f.error.as_ref().map(|(label, _, _)| *label),
-                model: f.group,
-                spend: f.cost,
-                prompt_tokens: f.usage.prompt_tokens,
-                completion_tokens: f.usage.completion_tokens,
-                total_secs: total.as_secs_f64(),
-                overhead_secs: overhead.as_secs_f64(),
-            });
-        }
+        self.metrics.request(&RequestRecord {
+            requested_model: trace.group.as_ref().map(|_| trace.requested_model.as_str()),
+            identity: Identity { hashed_api_key: trace.key_hash.as_deref().unwrap_or("") },
+            status: f.status,
+            error_class: f.error.as_ref().map(|(label, _, _)| *label),
+            model: f.group,
+            spend: f.cost,
+            prompt_tokens: f.usage.prompt_tokens,
+            completion_tokens: f.usage.completion_tokens,
+            total_secs: total.as_secs_f64(),
+            overhead_secs: overhead.as_secs_f64(),
+        });
+
         if !trace.announced {
             return;
         }

@@ -2,6 +2,11 @@
 //! it is complete (never buffered), usage is read on the way, the usage-only chunk is dropped
 //! when the client did not ask for it, and the stream always ends with `data: [DONE]` (or an
 //! error event). When the relay ends — or the client goes away — `on_end` learns what happened.
+//!
+//! While the upstream is quiet the relay sends an SSE comment every [`HEARTBEAT`]: clients ignore
+//! it, and writing it is how a client that went away is noticed (the server only learns of a
+//! closed socket when it writes), so a stalled stream cannot hold its upstream connection and
+//! deployment slot after its client has gone.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -35,13 +40,20 @@ pub struct StreamSummary {
 
 type OnEnd = Box<dyn FnOnce(StreamSummary) + Send>;
 
+/// How long the relay stays silent before sending a keep-alive comment.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
 pub struct Relay {
     upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
     splitter: EventSplitter,
     out: VecDeque<Bytes>,
     strip_usage: bool,
-    idle_timeout: Option<Duration>,
-    idle: Option<Pin<Box<Sleep>>>,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    heartbeat: Pin<Box<Sleep>>,
+    /// `data:` events seen; a stream that ends without any was not a stream.
+    data_events: u64,
     done_seen: bool,
     ended: bool,
     summary: StreamSummary,
@@ -54,7 +66,7 @@ impl Relay {
     pub fn new(
         upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
         strip_usage: bool,
-        idle_timeout: Option<Duration>,
+        idle_timeout: Duration,
         on_end: OnEnd,
     ) -> Self {
         Self {
@@ -63,7 +75,9 @@ impl Relay {
             out: VecDeque::new(),
             strip_usage,
             idle_timeout,
-            idle: idle_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            heartbeat: Box::pin(tokio::time::sleep(HEARTBEAT)),
+            data_events: 0,
             done_seen: false,
             ended: false,
             summary: StreamSummary::default(),
@@ -77,6 +91,7 @@ impl Relay {
             self.out.push_back(event);
             return;
         };
+        self.data_events += 1;
         if data == b"[DONE]" {
             self.done_seen = true;
             self.out.push_back(event);
@@ -143,28 +158,29 @@ impl Stream for Relay {
         let this = &mut *self;
         loop {
             if let Some(bytes) = this.out.pop_front() {
+                this.heartbeat.as_mut().reset(Instant::now() + HEARTBEAT);
                 return Poll::Ready(Some(Ok(bytes)));
             }
             if this.ended {
                 this.report();
                 return Poll::Ready(None);
             }
-            if let Some(idle) = this.idle.as_mut() {
-                if idle.poll_unpin(cx).is_ready() {
-                    let secs = this.idle_timeout.unwrap_or_default().as_secs_f64();
-                    this.fail(UpstreamFailure::new(
-                        FailureKind::Timeout,
-                        format!("upstream stream sent nothing for {secs:.1}s (stream_timeout)"),
-                    ));
-                    continue;
-                }
+            if this.idle.poll_unpin(cx).is_ready() {
+                let secs = this.idle_timeout.as_secs_f64();
+                this.fail(UpstreamFailure::new(
+                    FailureKind::Timeout,
+                    format!("upstream stream sent nothing for {secs:.1}s (stream_timeout)"),
+                ));
+                continue;
+            }
+            if this.heartbeat.poll_unpin(cx).is_ready() {
+                this.out.push_back(Bytes::from_static(KEEP_ALIVE));
+                continue;
             }
             match this.upstream.poll_next_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => {
-                    if let (Some(idle), Some(t)) = (this.idle.as_mut(), this.idle_timeout) {
-                        idle.as_mut().reset(Instant::now() + t);
-                    }
+                    this.idle.as_mut().reset(Instant::now() + this.idle_timeout);
                     this.splitter.push(&bytes);
                     while let Some(event) = this.splitter.next_event() {
                         this.on_event(event);
@@ -176,9 +192,16 @@ impl Stream for Relay {
                 Poll::Ready(Some(Err(e))) => this.fail(transport_failure(e)),
                 Poll::Ready(None) => {
                     if let Some(rest) = this.splitter.take_rest() {
-                        this.on_event(rest);
+                        if sse::event_data(&rest).is_some() {
+                            this.on_event(rest);
+                        }
                     }
-                    if !this.done_seen && !this.ended {
+                    if this.data_events == 0 && !this.ended {
+                        this.fail(UpstreamFailure::new(
+                            FailureKind::Malformed,
+                            "upstream answered a stream request without any server-sent event",
+                        ));
+                    } else if !this.done_seen && !this.ended {
                         this.out.push_back(Bytes::from_static(sse::DONE));
                         this.finish_upstream();
                     }
@@ -250,7 +273,12 @@ mod tests {
     async fn run(parts: &[&'static str], strip_usage: bool) -> (String, StreamSummary) {
         let seen = Arc::new(Mutex::new(None));
         let sink = seen.clone();
-        let relay = Relay::new(upstream(parts), strip_usage, None, Box::new(move |s| *sink.lock().unwrap() = Some(s)));
+        let relay = Relay::new(
+            upstream(parts),
+            strip_usage,
+            Duration::from_secs(60),
+            Box::new(move |s| *sink.lock().unwrap() = Some(s)),
+        );
         let chunks: Vec<_> = relay.collect().await;
         let text: String = chunks.into_iter().map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap()).collect();
         let summary = seen.lock().unwrap().take().unwrap();
@@ -292,7 +320,8 @@ mod tests {
         let pending = futures_util::stream::iter([Ok(Bytes::from_static(CHUNK.as_bytes()))])
             .chain(futures_util::stream::pending())
             .boxed();
-        let mut relay = Relay::new(pending, true, None, Box::new(move |s| *sink.lock().unwrap() = Some(s)));
+        let mut relay =
+            Relay::new(pending, true, Duration::from_secs(60), Box::new(move |s| *sink.lock().unwrap() = Some(s)));
         assert!(relay.next().await.is_some());
         drop(relay);
         let summary = seen.lock().unwrap().take().unwrap();
@@ -308,11 +337,23 @@ mod tests {
             .chain(futures_util::stream::pending())
             .boxed();
         let relay =
-            Relay::new(stalled, true, Some(Duration::from_secs(2)), Box::new(move |s| *sink.lock().unwrap() = Some(s)));
+            Relay::new(stalled, true, Duration::from_secs(12), Box::new(move |s| *sink.lock().unwrap() = Some(s)));
         let chunks: Vec<_> = relay.collect().await;
-        let last = String::from_utf8(chunks.last().unwrap().as_ref().unwrap().to_vec()).unwrap();
+        let texts: Vec<String> = chunks.iter().map(|c| String::from_utf8(c.as_ref().unwrap().to_vec()).unwrap()).collect();
+        let last = texts.last().unwrap();
         assert!(last.contains("\"code\":\"408\""), "{last}");
+        // Quiet for 12 s: a keep-alive comment at 5 s and at 10 s, then the timeout.
+        assert_eq!(texts.iter().filter(|t| t.as_str() == ": keep-alive\n\n").count(), 2, "{texts:?}");
         assert_eq!(seen.lock().unwrap().take().unwrap().error.unwrap().kind, FailureKind::Timeout);
+    }
+
+    #[tokio::test]
+    async fn a_body_without_events_is_a_failure_not_a_success() {
+        let (text, summary) = run(&["{\"id\":\"chatcmpl-1\",\"choices\":[]}"], true).await;
+        assert!(text.contains("without any server-sent event"), "{text}");
+        assert!(!text.contains("chatcmpl-1"), "the non-SSE body is not relayed: {text}");
+        assert_eq!(summary.error.unwrap().kind, FailureKind::Malformed);
+        assert!(!summary.completed);
     }
 
     #[test]

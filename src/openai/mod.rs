@@ -25,7 +25,12 @@ pub struct TokenUsage {
 
 impl TokenUsage {
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, ..Self::default() }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            ..Self::default()
+        }
     }
 }
 
@@ -67,7 +72,7 @@ impl From<WireUsage> for TokenUsage {
         Self {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens.unwrap_or(u.prompt_tokens + u.completion_tokens),
+            total_tokens: u.total_tokens.unwrap_or(u.prompt_tokens.saturating_add(u.completion_tokens)),
             cache_read_input_tokens: cache_read,
             cache_creation_input_tokens: u.cache_creation_input_tokens.unwrap_or(0),
             reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),

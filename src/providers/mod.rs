@@ -252,6 +252,19 @@ pub async fn call(
         });
     }
     if stream {
+        if let Some(kind) = headers.get(reqwest::header::CONTENT_TYPE).filter(|ct| !is_event_stream(ct.as_bytes())) {
+            // A 200 that is not a stream (a proxy's error page, a JSON body) is a failed call.
+            let kind = String::from_utf8_lossy(kind.as_bytes()).into_owned();
+            let body =
+                tokio::time::timeout_at(deadline, response.bytes()).await.ok().and_then(Result::ok).unwrap_or_default();
+            return Err(UpstreamFailure::new(
+                FailureKind::Malformed,
+                format!(
+                    "upstream answered a stream request with {kind} instead of server-sent events: {}",
+                    upstream_message(status, &body)
+                ),
+            ));
+        }
         return Ok(UpstreamReply { headers, body: ReplyBody::Stream(response.bytes_stream().boxed()) });
     }
     let bytes = tokio::time::timeout_at(deadline, response.bytes())
@@ -260,6 +273,11 @@ pub async fn call(
         .map_err(transport_failure)?;
     let bytes = adapter.transform_response(bytes)?;
     Ok(UpstreamReply { headers, body: ReplyBody::Complete(bytes) })
+}
+
+/// `text/event-stream`, with or without parameters.
+fn is_event_stream(content_type: &[u8]) -> bool {
+    content_type.len() >= 17 && content_type[..17].eq_ignore_ascii_case(b"text/event-stream")
 }
 
 fn timed_out(timeout: Duration) -> UpstreamFailure {

@@ -1,6 +1,7 @@
 //! Dispatching one request: pick a deployment, call it, retry and fall back as planned.
 //! Runs in the request's own future; the deployment actors only hear about outcomes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,9 +11,10 @@ use reqwest::header::HeaderMap;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::attempt::Attempt;
 use super::{plan, strategy, RouterHandle, RoutingTable};
 use crate::config::Strategy;
-use crate::deployment::{DeploymentHandle, InFlight, Outcome};
+use crate::deployment::DeploymentHandle;
 use crate::error::GatewayError;
 use crate::failure::{ErrorClass, FailureKind, UpstreamFailure};
 use crate::openai::{self, mock, sse, ResponseView, TokenUsage};
@@ -32,6 +34,8 @@ pub struct CallRequest {
     pub input_tokens: u64,
     /// The request's own `timeout`.
     pub timeout: Option<Duration>,
+    /// The request's own `stream_timeout` (streams only).
+    pub stream_timeout: Option<Duration>,
     /// The request's own `mock_response`.
     pub mock_response: Option<String>,
     /// `mock_testing_fallbacks` (and friends): fail the first group with this class.
@@ -49,13 +53,9 @@ pub struct Dispatched {
     pub fallbacks: u32,
     /// Deployment calls made, this one included.
     pub attempts: u32,
-    /// When the successful attempt started.
-    pub upstream_started: Instant,
     /// Time spent waiting on upstreams: every attempt of a complete answer; for a stream, the
-    /// failed attempts before it (the stream's own time runs from `upstream_started`).
+    /// failed attempts before it (the stream's own time runs from its attempt's start).
     pub upstream_time: Duration,
-    /// Held until the answer is fully delivered.
-    pub in_flight: InFlight,
 }
 
 pub enum Reply {
@@ -64,8 +64,9 @@ pub enum Reply {
         usage: TokenUsage,
         finish_reason: Option<String>,
     },
-    /// Upstream server-sent events, to be relayed as they come.
-    Stream(BoxStream<'static, Result<Bytes, reqwest::Error>>),
+    /// Upstream server-sent events, to be relayed as they come; the relay settles the attempt
+    /// when the stream ends.
+    Stream { events: BoxStream<'static, Result<Bytes, reqwest::Error>>, attempt: Attempt },
 }
 
 /// Every attempt failed.
@@ -83,7 +84,9 @@ pub struct Failed {
 #[derive(Debug)]
 pub enum AttemptError {
     Upstream { failure: UpstreamFailure, deployment: String },
-    NoDeployments(String),
+    /// Every deployment is cooling down or at its limits; `retry_after` is when the first
+    /// cooldown ends, in whole seconds.
+    NoDeployments { message: String, retry_after: Option<u64> },
     ContextWindow(String),
     UnknownGroup(String),
 }
@@ -92,7 +95,7 @@ impl AttemptError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Upstream { failure, .. } => failure.class(),
-            Self::NoDeployments(_) => ErrorClass::RateLimit,
+            Self::NoDeployments { .. } => ErrorClass::RateLimit,
             Self::ContextWindow(_) => ErrorClass::ContextWindowExceeded,
             Self::UnknownGroup(_) => ErrorClass::BadRequest,
         }
@@ -165,13 +168,18 @@ impl RouterHandle {
     fn failed(&self, req: &CallRequest, mut progress: Progress) -> Failed {
         let err = match (progress.first_rate_limit.take(), progress.last_error.take()) {
             (Some(err), _) | (None, Some(err)) => err,
-            (None, None) => AttemptError::NoDeployments(format!("No deployments available for model={}", req.group)),
+            (None, None) => AttemptError::NoDeployments {
+                message: format!("No deployments available for model={}", req.group),
+                retry_after: None,
+            },
         };
         let attempts = progress.tried.len();
         let tried = progress.tried.join(", ");
         let error = match err {
             AttemptError::UnknownGroup(group) => GatewayError::BadRequest(invalid_model(&group)),
-            AttemptError::NoDeployments(message) => GatewayError::NoDeploymentsAvailable(message),
+            AttemptError::NoDeployments { message, retry_after } => {
+                GatewayError::NoDeploymentsAvailable { message, retry_after }
+            }
             AttemptError::ContextWindow(message) => GatewayError::ContextWindowExceeded(message),
             AttemptError::Upstream { failure, deployment } => {
                 let summary = format!(
@@ -225,16 +233,18 @@ impl RouterHandle {
                 deployment: "mock_testing_fallbacks".into(),
             });
         }
+        let requested: Arc<str> = req.group.as_str().into();
         let mut retry = 0;
         loop {
-            let d = self.pick(group, deployments, req, &progress.tried)?;
+            let attempt = self.pick(group, deployments, req, &progress.tried, &requested)?;
+            let d = attempt.deployment().clone();
             progress.last_deployment = Some(d.clone());
             let started = Instant::now();
-            let result = self.attempt(&d, group, req).await;
+            let result = self.attempt(attempt, group, req).await;
             let failure = match result {
                 Ok(served) => {
                     // A stream's own upstream time is counted by the relay, when it ends.
-                    if let Reply::Complete { .. } = served.reply {
+                    if let Reply::Complete { .. } = &served.reply {
                         progress.upstream_time += started.elapsed();
                     }
                     return Ok(served);
@@ -259,15 +269,17 @@ impl RouterHandle {
         }
     }
 
-    /// Chooses a deployment of `group`: not cooling down, with capacity, fitting the prompt when
-    /// pre-call checks are on, untried if possible; then the strategy decides.
+    /// Chooses a deployment of `group` and takes a slot on it: not cooling down, with capacity,
+    /// fitting the prompt when pre-call checks are on, untried if possible; then the strategy
+    /// decides.
     fn pick(
         &self,
         group: &str,
         deployments: &[DeploymentHandle],
         req: &CallRequest,
         tried: &[String],
-    ) -> Result<DeploymentHandle, AttemptError> {
+        requested: &Arc<str>,
+    ) -> Result<Attempt, AttemptError> {
         let now = Instant::now();
         let s = &self.settings;
         let mut cooling = Vec::new();
@@ -275,8 +287,9 @@ impl RouterHandle {
         let mut candidates: Vec<strategy::Candidate> = Vec::with_capacity(deployments.len());
         for (index, d) in deployments.iter().enumerate() {
             let health = d.health();
-            if health.is_cooling_down(now) {
-                cooling.push(d.id());
+            if let Some(until) = health.cooldown_until.filter(|until| *until > now) {
+                let class = health.cooldown_class.map_or("unknown", |c| c.litellm_name());
+                cooling.push((d.id(), class, until.saturating_duration_since(now)));
                 continue;
             }
             if !d.has_capacity() {
@@ -315,7 +328,11 @@ impl RouterHandle {
         while let Some(index) = strategy::select(s.strategy, &candidates, &need, s.lowest_latency_buffer, &mut rng) {
             let d = &deployments[index];
             if !limit_rpm || d.try_admit() {
-                return Ok(d.clone());
+                // Another request may have taken the last `max_parallel_requests` slot since
+                // the candidates were read; then the next candidate is tried.
+                if let Some(slot) = d.try_start_call() {
+                    return Ok(Attempt::new(d.clone(), slot, requested.clone()));
+                }
             }
             candidates.retain(|c| c.index != index);
         }
@@ -325,28 +342,18 @@ impl RouterHandle {
                 req.input_tokens
             )));
         }
-        let retry_in = s.cooldown_time.as_secs().max(1);
-        Err(AttemptError::NoDeployments(format!(
-            "No deployments available for selected model, Try again in {retry_in} seconds. Passed model={group}. pre-call-checks={}, cooldown_list={cooling:?}",
-            s.enable_pre_call_checks
-        )))
+        Err(no_deployments(group, &cooling, s.enable_pre_call_checks, s.cooldown_time))
     }
 
     /// One call to one deployment (with its own `max_retries` for retryable failures).
-    async fn attempt(
-        &self,
-        d: &DeploymentHandle,
-        group: &str,
-        req: &CallRequest,
-    ) -> Result<Dispatched, UpstreamFailure> {
-        let in_flight = d.start_call();
-        let started = Instant::now();
+    async fn attempt(&self, attempt: Attempt, group: &str, req: &CallRequest) -> Result<Dispatched, UpstreamFailure> {
+        let d = attempt.deployment().clone();
         let cfg = d.config();
         let mock = req.mock_response.as_deref().or(cfg.mock_response.as_deref());
         let result = match mock {
             Some(text) => mock_reply(req, &cfg.upstream_model, text),
             None => {
-                let timeout = self.timeout_for(d, req.stream, req.timeout);
+                let timeout = self.timeout_for(&d, req.stream, req.timeout, req.stream_timeout);
                 let mut extra_tries = cfg.max_retries;
                 loop {
                     match providers::call(
@@ -366,45 +373,69 @@ impl RouterHandle {
                 }
             }
         };
-        let result = result.and_then(|reply| match reply.body {
-            ReplyBody::Complete(body) => {
-                let view = ResponseView::parse(&body).map_err(|e| {
-                    UpstreamFailure::new(FailureKind::Malformed, format!("upstream sent invalid JSON: {e}"))
-                })?;
-                let finish_reason = view.finish_reason().map(str::to_string);
-                let usage = view.usage().unwrap_or_default();
-                Ok((reply.headers, Reply::Complete { body, usage, finish_reason }))
-            }
-            ReplyBody::Stream(stream) => Ok((reply.headers, Reply::Stream(stream))),
-        });
-        let latency = started.elapsed();
-        match result {
+        let reply = match result {
+            Ok(reply) => reply,
             Err(failure) => {
-                d.report_failure(&failure);
-                self.metrics.upstream_failure(cfg, &req.group, failure.status());
-                tracing::debug!(deployment = %cfg.id, status = failure.status(), error = %failure.message, "upstream call failed");
-                Err(failure)
+                attempt.failed(&failure, None);
+                return Err(failure);
             }
-            Ok((headers, reply)) => {
-                if let Reply::Complete { usage, .. } = &reply {
-                    d.report(Outcome::Success { latency, ttft: None, completion_tokens: usage.completion_tokens });
-                    d.add_tokens(usage.total_tokens);
-                    self.metrics.upstream_success(cfg, &req.group, latency.as_secs_f64(), usage.completion_tokens);
-                }
-                Ok(Dispatched {
-                    deployment: d.clone(),
-                    group: group.to_string(),
-                    headers,
-                    reply,
-                    retries: 0,
-                    fallbacks: 0,
-                    attempts: 1,
-                    upstream_started: started,
-                    upstream_time: Duration::ZERO,
-                    in_flight,
-                })
+        };
+        let remaining = |name: &str| reply.headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+        d.series().remaining_limits(
+            remaining("x-ratelimit-remaining-requests"),
+            remaining("x-ratelimit-remaining-tokens"),
+        );
+        let body = match reply.body {
+            ReplyBody::Complete(body) => body,
+            ReplyBody::Stream(events) => {
+                return Ok(self.dispatched(&d, group, reply.headers, Reply::Stream { events, attempt }));
             }
+        };
+        let view = match ResponseView::parse(&body) {
+            Ok(view) => view,
+            Err(e) => {
+                let failure = UpstreamFailure::new(FailureKind::Malformed, format!("upstream sent invalid JSON: {e}"));
+                attempt.failed(&failure, None);
+                return Err(failure);
+            }
+        };
+        let finish_reason = view.finish_reason().map(str::to_string);
+        let usage = view.usage().unwrap_or_default();
+        attempt.succeeded(&usage, None);
+        Ok(self.dispatched(&d, group, reply.headers, Reply::Complete { body, usage, finish_reason }))
+    }
+
+    fn dispatched(&self, d: &DeploymentHandle, group: &str, headers: HeaderMap, reply: Reply) -> Dispatched {
+        Dispatched {
+            deployment: d.clone(),
+            group: group.to_string(),
+            headers,
+            reply,
+            retries: 0,
+            fallbacks: 0,
+            attempts: 1,
+            upstream_time: Duration::ZERO,
         }
+    }
+}
+
+/// LiteLLM's "No deployments available" answer, naming each deployment cooling down with the
+/// error class that put it there; `retry_after` is when the first of them is back.
+fn no_deployments(
+    group: &str,
+    cooling: &[(&str, &'static str, Duration)],
+    pre_call_checks: bool,
+    cooldown_time: Duration,
+) -> AttemptError {
+    let soonest = cooling.iter().map(|(_, _, left)| *left).min();
+    let retry_in = soonest.unwrap_or(cooldown_time).as_secs_f64().ceil().max(1.0) as u64;
+    let list: Vec<String> = cooling.iter().map(|(id, class, _)| format!("('{id}', '{class}')")).collect();
+    AttemptError::NoDeployments {
+        message: format!(
+            "No deployments available for selected model, Try again in {retry_in} seconds. Passed model={group}. pre-call-checks={pre_call_checks}, cooldown_list=[{}]",
+            list.join(", ")
+        ),
+        retry_after: soonest.map(|_| retry_in),
     }
 }
 

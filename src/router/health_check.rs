@@ -53,7 +53,7 @@ impl RouterHandle {
         let Value::Object(body) = body else {
             return Err("health check body is not an object".into());
         };
-        let timeout = self.timeout_for(d, false, None).min(HEALTH_CHECK_TIMEOUT);
+        let timeout = self.timeout_for(d, false, None, None).min(HEALTH_CHECK_TIMEOUT);
         providers::call(&self.client, cfg, endpoint, &body, &[], false, timeout)
             .await
             .map(|_| ())

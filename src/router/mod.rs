@@ -5,6 +5,7 @@
 //! and the deployments' health snapshots, picks with a pure [`strategy`], and plans retries and
 //! fallbacks with [`plan`]. Outcomes go back to the deployment actors without waiting.
 
+mod attempt;
 mod dispatch;
 mod health_check;
 pub mod plan;
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, RouterSettings};
@@ -22,6 +23,7 @@ use crate::cost::PriceMap;
 use crate::deployment::{Deployment, DeploymentHandle, HealthPolicy};
 use crate::events::{DeploymentEvent, Event, EventSink};
 use crate::metrics::Metrics;
+pub use attempt::Attempt;
 pub use dispatch::{invalid_model, AttemptError, CallRequest, Dispatched, Failed, Reply};
 pub use health_check::HealthReport;
 
@@ -145,18 +147,20 @@ impl Handler<Attach> for Router {
     }
 }
 
-/// Stop every deployment actor.
+/// Stop every deployment actor; answered once they have all stopped.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
 
 impl Handler<Shutdown> for Router {
-    type Result = ();
+    type Result = actix::ResponseFuture<()>;
 
-    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) {
-        for d in self.table.load().deployments() {
-            d.stop();
-        }
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        let stops: Vec<_> = self.table.load().deployments().map(DeploymentHandle::stop).collect();
+        ctx.stop();
+        Box::pin(async move {
+            futures_util::future::join_all(stops).await;
+        })
     }
 }
 
@@ -249,16 +253,31 @@ impl RouterHandle {
         self.settings.max_fallbacks
     }
 
-    /// Stops the deployment actors (after the HTTP server has drained).
-    pub fn shutdown(&self) {
-        self.addr.do_send(Shutdown);
+    /// Stops the deployment actors (after the HTTP server has drained) and waits until they
+    /// have stopped.
+    pub async fn shutdown(&self) {
+        if self.addr.send(Shutdown).await.is_err() {
+            tracing::debug!("the router had already stopped");
+        }
     }
 
-    /// The upstream timeout for a call on deployment `d`.
-    pub fn timeout_for(&self, d: &DeploymentHandle, stream: bool, requested: Option<Duration>) -> Duration {
+    /// The upstream timeout for a call on deployment `d`: the whole answer of a complete call;
+    /// for a stream, the wait for its headers and then for each next chunk. The request's own
+    /// values win over the deployment's, which win over the router's; a stream without any
+    /// `stream_timeout` uses `timeout` (as LiteLLM does), and the router's default otherwise.
+    pub fn timeout_for(
+        &self,
+        d: &DeploymentHandle,
+        stream: bool,
+        timeout: Option<Duration>,
+        stream_timeout: Option<Duration>,
+    ) -> Duration {
         let cfg = d.config();
-        let configured =
-            if stream { cfg.stream_timeout.or(self.settings.stream_timeout).or(cfg.timeout) } else { cfg.timeout };
-        requested.or(configured).unwrap_or(self.settings.timeout)
+        let chosen = if stream {
+            stream_timeout.or(timeout).or(cfg.stream_timeout).or(self.settings.stream_timeout).or(cfg.timeout)
+        } else {
+            timeout.or(cfg.timeout)
+        };
+        chosen.unwrap_or(self.settings.timeout)
     }
 }

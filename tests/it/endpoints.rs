@@ -163,12 +163,15 @@ async fn health_endpoints_and_metrics() {
     assert_eq!(gw.chat("gpt-4o-mini").await.status(), 200);
     let metrics = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for name in [
-        "litellm_proxy_total_requests_metric{requested_model=\"gpt-4o-mini\",status_code=\"200\"} 1",
-        "litellm_deployment_success_responses",
+        "litellm_proxy_total_requests_metric_total{requested_model=\"gpt-4o-mini\",status_code=\"200\"} 1",
+        "litellm_deployment_success_responses_total",
         "litellm_llm_api_latency_metric",
         "litellm_overhead_latency_metric",
-        "litellm_spend_metric",
-        "litellm_input_tokens",
+        "litellm_spend_metric_total",
+        "litellm_input_tokens_metric_total",
+        "litellm_output_tokens_metric_total",
+        "litellm_total_tokens_metric_total",
+        "litellm_requests_metric_total",
         "litellm_deployment_state",
     ] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");

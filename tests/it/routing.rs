@@ -104,8 +104,15 @@ router_settings: {routing_strategy: latency-based-routing}
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(measured.len(), 2, "both deployments were tried while unmeasured");
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(count(&served_by(&gw, "g", 6).await), HashMap::from([("fast", 6)]));
+    // Successes reach the actors on a tick: once both latencies are in, the fast one wins.
+    let mut last = HashMap::new();
+    for _ in 0..50 {
+        last = count(&served_by(&gw, "g", 6).await).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        if last == HashMap::from([("fast".to_string(), 6)]) {
+            break;
+        }
+    }
+    assert_eq!(last, HashMap::from([("fast".to_string(), 6)]));
     gw.stop().await;
 }
 
@@ -212,12 +219,13 @@ router_settings: {allowed_fails: 0, cooldown_time: 1, num_retries: 1}
     let resp = gw.chat("g").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-litellm-model-id"), "backup");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The actor records the failure and publishes the cooldown (state 2, caused by a 500).
+    gw.metrics_with(&["litellm_deployment_state{", "model_id=\"primary\"", "} 2"]).await;
+    gw.metrics_with(&["litellm_deployment_cooled_down_total{", "exception_status=\"500\"", "model_id=\"primary\""]).await;
     assert_eq!(served_by(&gw, "g", 3).await, ["backup", "backup", "backup"]);
-    let metrics = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("litellm_deployment_cooled_down{"), "{metrics}");
-    // After cooldown_time the preferred deployment takes traffic again (and now succeeds).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // After cooldown_time the preferred deployment takes traffic again (and now succeeds); its
+    // state is "partial outage" while the failure is within the last minute.
+    gw.metrics_with(&["litellm_deployment_state{", "model_id=\"primary\"", "} 1"]).await;
     assert_eq!(served_by(&gw, "g", 2).await, ["primary", "primary"]);
     gw.stop().await;
 }
@@ -233,9 +241,14 @@ router_settings: {num_retries: 0, cooldown_time: 30}
     )
     .await;
     error_of(gw.chat("g").await, 401).await; // 401 cools down at once
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let err = error_of(gw.chat("g").await, 429).await;
-    assert!(err["message"].as_str().unwrap().starts_with("No deployments available"), "{err}");
+    gw.metrics_with(&["litellm_deployment_state{", "} 2"]).await;
+    let resp = gw.chat("g").await;
+    let retry_after: u64 = header(&resp, "retry-after").parse().unwrap();
+    assert!((1..=30).contains(&retry_after), "Retry-After is when the cooldown ends: {retry_after}");
+    let err = error_of(resp, 429).await;
+    let message = err["message"].as_str().unwrap();
+    assert!(message.starts_with("No deployments available"), "{err}");
+    assert!(message.contains("AuthenticationError"), "the 429 names why the deployment cools down: {err}");
     assert_eq!(gw.mock.state.served(), 1);
     gw.stop().await;
 }
@@ -288,7 +301,7 @@ async fn every_kind_of_fallback() {
     let metrics = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains(
-            "litellm_deployment_successful_fallbacks{fallback_model=\"healthy\",requested_model=\"broken\"} 2"
+            "litellm_deployment_successful_fallbacks_total{fallback_model=\"healthy\",requested_model=\"broken\"} 2"
         ),
         "{metrics}"
     );
@@ -322,13 +335,13 @@ router_settings: {num_retries: 0, fallbacks: [{"broken": ["also-broken", "health
     let metrics = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains(
-            "litellm_deployment_failed_fallbacks{fallback_model=\"also-broken\",requested_model=\"broken\"} 1"
+            "litellm_deployment_failed_fallbacks_total{fallback_model=\"also-broken\",requested_model=\"broken\"} 1"
         ),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            "litellm_deployment_successful_fallbacks{fallback_model=\"healthy\",requested_model=\"broken\"} 1"
+            "litellm_deployment_successful_fallbacks_total{fallback_model=\"healthy\",requested_model=\"broken\"} 1"
         ),
         "{metrics}"
     );

@@ -56,9 +56,7 @@ async fn usage_is_stripped_unless_asked_for_but_always_requested_upstream() {
     assert_eq!(usage["usage"]["completion_tokens"], 9);
 
     // The gateway counted the tokens of both streams, usage asked for or not.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let metrics = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("litellm_output_tokens{model=\"g\",requested_model=\"g\"} 18"), "{metrics}");
+    gw.metrics_with(&["litellm_output_tokens_metric_total{", "model=\"g\"", "requested_model=\"g\"", "} 18"]).await;
     gw.stop().await;
 }
 

@@ -41,7 +41,12 @@ pub async fn start_with_mock(yaml: &str, mock: MockUpstream) -> Gateway {
     let config = Config::from_yaml(&yaml, &|_| None).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let opts = ServeOptions { workers: Some(2), graceful_timeout: Duration::from_secs(1), handle_signals: false };
+    let opts = ServeOptions {
+        workers: Some(2),
+        graceful_timeout: Duration::from_secs(1),
+        handle_signals: false,
+        ..ServeOptions::default()
+    };
     let running = server::start(&config, listener, &opts).unwrap();
     let server = running.server.handle();
     actix_web::rt::spawn(running.server);
@@ -82,6 +87,23 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         events
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// Polls `/metrics` until a line contains every one of `parts` (at most 10 s); returns the text.
+    pub async fn metrics_with(&self, parts: &[&str]) -> String {
+        let mut text = String::new();
+        for _ in 0..500 {
+            text = self.metrics().await;
+            if text.lines().any(|line| parts.iter().all(|p| line.contains(p))) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no metric line has all of {parts:?}:\n{text}");
     }
 
     pub async fn stop(self) {
