@@ -126,8 +126,8 @@ impl ResponseError for GatewayError {
         let status = self.status_code();
         let mut builder = HttpResponse::build(status);
         builder.insert_header((header::CONTENT_TYPE, "application/json"));
-        if let Self::Upstream { retry_after: Some(secs), .. } | Self::NoDeploymentsAvailable { retry_after: Some(secs), .. } =
-            self
+        if let Self::Upstream { retry_after: Some(secs), .. }
+        | Self::NoDeploymentsAvailable { retry_after: Some(secs), .. } = self
         {
             builder.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
@@ -165,7 +165,8 @@ mod tests {
         assert_eq!(body["error"]["param"], "model");
         assert_eq!(body["error"]["type"], "invalid_request_error");
 
-        let err = GatewayError::NoDeploymentsAvailable { message: "No deployments available".into(), retry_after: Some(3) };
+        let err =
+            GatewayError::NoDeploymentsAvailable { message: "No deployments available".into(), retry_after: Some(3) };
         assert_eq!(err.error_response().headers().get("retry-after").unwrap(), "3");
         let (status, body) = render(err);
         assert_eq!(status, 429);

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use prometheus::{
-    exponential_buckets, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
-    IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::DeploymentConfig;
@@ -128,7 +128,11 @@ impl Metrics {
                 Opts::new("litellm_spend_metric_total", "Spend in USD"),
                 &["model", "requested_model"]
             )),
-            total_tokens: register!(counter("litellm_total_tokens_metric_total", "Input + output tokens", &token_labels)),
+            total_tokens: register!(counter(
+                "litellm_total_tokens_metric_total",
+                "Input + output tokens",
+                &token_labels
+            )),
             input_tokens: register!(counter("litellm_input_tokens_metric_total", "Input tokens", &token_labels)),
             output_tokens: register!(counter("litellm_output_tokens_metric_total", "Output tokens", &token_labels)),
             deployment_success: register!(counter(
@@ -435,7 +439,9 @@ mod tests {
         m.request(&record(Some("gpt-4o")));
         let text = m.render();
         assert!(!text.contains("random-"), "made-up names must not become label values");
-        assert!(text.contains(r#"litellm_proxy_total_requests_metric_total{requested_model="unknown",status_code="400"} 1000"#));
+        assert!(text.contains(
+            r#"litellm_proxy_total_requests_metric_total{requested_model="unknown",status_code="400"} 1000"#
+        ));
         assert!(text.contains(r#"requested_model="gpt-4o",status_code="400"} 1"#), "{text}");
         assert!(text.len() < 64 * 1024, "metrics stay small: {} bytes", text.len());
     }

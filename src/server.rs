@@ -109,7 +109,8 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
         Some(path) => PriceMap::load(path)?,
         None => PriceMap::bundled(),
     };
-    let model_names = config.model_groups().into_iter().chain(config.router.model_group_alias.keys().map(String::as_str));
+    let model_names =
+        config.model_groups().into_iter().chain(config.router.model_group_alias.keys().map(String::as_str));
     let metrics = Arc::new(Metrics::new(model_names));
     let events = EventSink::start(&config.event_log, EventMetrics::register(metrics.registry())?)?;
     let router = RouterHandle::start(config, &prices, upstream_client()?, metrics.clone(), events.clone());

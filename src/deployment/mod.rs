@@ -295,10 +295,7 @@ impl DeploymentHandle {
     /// the slot back when dropped, however the call ends.
     pub fn try_start_call(&self) -> Option<InFlight> {
         let max = self.inner.config.max_parallel_requests.unwrap_or(u32::MAX);
-        self.inner
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
-            .ok()?;
+        self.inner.in_flight.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
         self.inner.usage.add(1, 0);
         Some(InFlight { handle: self.clone() })
     }

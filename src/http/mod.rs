@@ -89,7 +89,10 @@ fn post<S: ToString, const N: usize>(paths: [S; N], route: actix_web::Route) -> 
 fn get<S: ToString, const N: usize>(paths: [S; N], route: actix_web::Route) -> actix_web::Resource {
     let paths: Vec<String> = paths.iter().map(S::to_string).collect();
     // HEAD is answered wherever GET is, as HTTP expects.
-    web::resource(paths).route(route).route(web::head().to(HttpResponse::Ok)).default_service(web::to(method_not_allowed))
+    web::resource(paths)
+        .route(route)
+        .route(web::head().to(HttpResponse::Ok))
+        .default_service(web::to(method_not_allowed))
 }
 
 /// Unknown paths get the OpenAI error body too.
@@ -99,8 +102,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    GatewayError::MethodNotAllowed(format!("Method {} is not allowed on {}", req.method(), req.path()))
-        .error_response()
+    GatewayError::MethodNotAllowed(format!("Method {} is not allowed on {}", req.method(), req.path())).error_response()
 }
 
 /// Reads a request body, refusing more than `limit` bytes with 413 before buffering it all, and

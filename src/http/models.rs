@@ -93,8 +93,9 @@ pub async fn model_group_info(req: HttpRequest, gw: web::Data<Gateway>) -> Resul
             let mut providers: Vec<&str> = ds.iter().map(|d| d.config().provider.name).collect();
             providers.sort_unstable();
             providers.dedup();
-            let sum =
-                |f: fn(&DeploymentHandle) -> Option<u64>| ds.iter().map(f).try_fold(0u64, |acc, v| v.map(|v| acc.saturating_add(v)));
+            let sum = |f: fn(&DeploymentHandle) -> Option<u64>| {
+                ds.iter().map(f).try_fold(0u64, |acc, v| v.map(|v| acc.saturating_add(v)))
+            };
             let max_of = |f: fn(&DeploymentHandle) -> Option<u64>| ds.iter().filter_map(f).max();
             let min_price = |f: fn(&DeploymentHandle) -> Option<f64>| {
                 ds.iter().filter_map(f).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))))

@@ -74,7 +74,9 @@ fn take_gateway_params(body: &mut Map<String, Value>) -> Result<GatewayParams, G
 
 fn duration_param(field: &str, value: &Value) -> Result<Duration, GatewayError> {
     let parsed = match value {
-        Value::Number(n) => n.as_f64().ok_or_else(|| format!("not a number: {n}")).and_then(crate::config::duration_from_secs),
+        Value::Number(n) => {
+            n.as_f64().ok_or_else(|| format!("not a number: {n}")).and_then(crate::config::duration_from_secs)
+        }
         Value::String(s) => crate::config::parse_duration(s),
         other => Err(format!("expected seconds, got {other}")),
     };
@@ -189,16 +191,8 @@ fn client_wants_usage(call: &CallRequest) -> bool {
 }
 
 fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) -> HttpResponse {
-    let Dispatched {
-        deployment,
-        group,
-        headers: upstream_headers,
-        reply,
-        retries,
-        fallbacks,
-        attempts,
-        upstream_time,
-    } = served;
+    let Dispatched { deployment, group, headers: upstream_headers, reply, retries, fallbacks, attempts, upstream_time } =
+        served;
     let mut builder = HttpResponse::Ok();
     for (name, value) in &upstream_headers {
         if let Some(echoed) = echoed_header(name.as_str()) {

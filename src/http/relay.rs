@@ -339,7 +339,8 @@ mod tests {
         let relay =
             Relay::new(stalled, true, Duration::from_secs(12), Box::new(move |s| *sink.lock().unwrap() = Some(s)));
         let chunks: Vec<_> = relay.collect().await;
-        let texts: Vec<String> = chunks.iter().map(|c| String::from_utf8(c.as_ref().unwrap().to_vec()).unwrap()).collect();
+        let texts: Vec<String> =
+            chunks.iter().map(|c| String::from_utf8(c.as_ref().unwrap().to_vec()).unwrap()).collect();
         let last = texts.last().unwrap();
         assert!(last.contains("\"code\":\"408\""), "{last}");
         // Quiet for 12 s: a keep-alive comment at 5 s and at 10 s, then the timeout.

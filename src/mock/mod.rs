@@ -8,7 +8,9 @@
 //! - `flaky-<n>`: fail the first `n` calls for this model name with 500, then succeed
 //! - `slow-<ms>ms`: wait before answering; `stream-delay-<ms>ms`: wait between stream chunks
 //! - `stall`: stream one chunk, then nothing; `reset`: cut the connection mid-answer
-//! - `malformed`: answer 200 with invalid JSON
+//! - `stream-cut`: stream two chunks, then cut the connection; `stream-error`: stream one chunk,
+//!   then an OpenAI error event
+//! - `malformed`: answer 200 with invalid JSON (also to stream requests)
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -214,11 +216,25 @@ async fn respond(state: web::Data<MockState>, body: Value, kind: Kind) -> HttpRe
     };
     let delay = Duration::from_millis(param(&model, "stream-delay-").unwrap_or(0));
     let stall = model.contains("stall");
-    let events: Vec<Bytes> = payloads
+    let mut events: Vec<Bytes> = payloads
         .iter()
         .map(|p| sse::data_event(p.as_bytes()))
         .chain(std::iter::once(Bytes::from_static(sse::DONE)))
         .collect();
+    if model.contains("stream-cut") {
+        let cut =
+            futures_util::stream::iter(events.into_iter().take(2).map(Ok)).chain(futures_util::stream::once(async {
+                // Late enough that the headers and the first chunks are out.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(std::io::Error::other("mock stream cut"))
+            }));
+        return ok.content_type("text/event-stream").streaming(cut);
+    }
+    if model.contains("stream-error") {
+        let error = mock::error_json("mock failure inside the stream", "server_error", 500);
+        events.truncate(1);
+        events.push(sse::data_event(error.to_string().as_bytes()));
+    }
     let stream = chunk_stream(events, delay, stall, state.clone());
     ok.content_type("text/event-stream").streaming(stream)
 }

@@ -66,7 +66,10 @@ pub enum Reply {
     },
     /// Upstream server-sent events, to be relayed as they come; the relay settles the attempt
     /// when the stream ends.
-    Stream { events: BoxStream<'static, Result<Bytes, reqwest::Error>>, attempt: Attempt },
+    Stream {
+        events: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+        attempt: Attempt,
+    },
 }
 
 /// Every attempt failed.
@@ -83,10 +86,16 @@ pub struct Failed {
 /// Why one model group could not serve the request.
 #[derive(Debug)]
 pub enum AttemptError {
-    Upstream { failure: UpstreamFailure, deployment: String },
+    Upstream {
+        failure: UpstreamFailure,
+        deployment: String,
+    },
     /// Every deployment is cooling down or at its limits; `retry_after` is when the first
     /// cooldown ends, in whole seconds.
-    NoDeployments { message: String, retry_after: Option<u64> },
+    NoDeployments {
+        message: String,
+        retry_after: Option<u64>,
+    },
     ContextWindow(String),
     UnknownGroup(String),
 }
@@ -381,10 +390,8 @@ impl RouterHandle {
             }
         };
         let remaining = |name: &str| reply.headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
-        d.series().remaining_limits(
-            remaining("x-ratelimit-remaining-requests"),
-            remaining("x-ratelimit-remaining-tokens"),
-        );
+        d.series()
+            .remaining_limits(remaining("x-ratelimit-remaining-requests"), remaining("x-ratelimit-remaining-tokens"));
         let body = match reply.body {
             ReplyBody::Complete(body) => body,
             ReplyBody::Stream(events) => {

@@ -4,6 +4,7 @@
 mod cli;
 mod endpoints;
 mod events;
+mod hardening;
 mod kafka;
 mod routing;
 mod streaming;

@@ -221,7 +221,8 @@ router_settings: {allowed_fails: 0, cooldown_time: 1, num_retries: 1}
     assert_eq!(header(&resp, "x-litellm-model-id"), "backup");
     // The actor records the failure and publishes the cooldown (state 2, caused by a 500).
     gw.metrics_with(&["litellm_deployment_state{", "model_id=\"primary\"", "} 2"]).await;
-    gw.metrics_with(&["litellm_deployment_cooled_down_total{", "exception_status=\"500\"", "model_id=\"primary\""]).await;
+    gw.metrics_with(&["litellm_deployment_cooled_down_total{", "exception_status=\"500\"", "model_id=\"primary\""])
+        .await;
     assert_eq!(served_by(&gw, "g", 3).await, ["backup", "backup", "backup"]);
     // After cooldown_time the preferred deployment takes traffic again (and now succeeds); its
     // state is "partial outage" while the failure is within the last minute.

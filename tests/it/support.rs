@@ -45,6 +45,7 @@ pub async fn start_with_mock(yaml: &str, mock: MockUpstream) -> Gateway {
         workers: Some(2),
         graceful_timeout: Duration::from_secs(1),
         handle_signals: false,
+        body_timeout: Duration::from_secs(2),
         ..ServeOptions::default()
     };
     let running = server::start(&config, listener, &opts).unwrap();
