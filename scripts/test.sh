@@ -11,7 +11,7 @@ if [ -z "${TANSU_BIN:-}" ]; then
 fi
 if [ ! -x "$TANSU_BIN" ]; then
   echo "installing tansu (a Kafka-compatible broker for the tests; takes a while the first time)"
-  cargo install tansu --locked --features dynostore,libsql
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
   TANSU_BIN="$HOME/.cargo/bin/tansu"
 fi
 export TANSU_BIN
