@@ -4,6 +4,7 @@
 mod cli;
 mod endpoints;
 mod events;
+mod fuzz;
 mod hardening;
 mod kafka;
 mod routing;
