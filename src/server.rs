@@ -75,21 +75,6 @@ impl Running {
     }
 }
 
-/// The pooled upstream client: keep-alive connections reused across requests, HTTP/2 where the
-/// upstream offers it (ALPN), no global timeout (each call sets its own).
-pub fn upstream_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .tcp_keepalive(Duration::from_secs(60))
-        .connect_timeout(Duration::from_secs(10))
-        // An API call that redirects is an error to show, not to follow.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
 /// Browsers may call from `origins` (`*`: any), with any method and header, and read every
 /// response header (the `x-litellm-*` ones included).
 fn cors(origins: &[String]) -> actix_cors::Cors {
@@ -113,7 +98,9 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
         config.model_groups().into_iter().chain(config.router.model_group_alias.keys().map(String::as_str));
     let metrics = Arc::new(Metrics::new(model_names));
     let events = EventSink::start(&config.event_log, EventMetrics::register(metrics.registry())?)?;
-    let router = RouterHandle::start(config, &prices, upstream_client()?, metrics.clone(), events.clone());
+    // Each thread builds its own client later; building one now reports a broken TLS setup at once.
+    crate::providers::client::build()?;
+    let router = RouterHandle::start(config, &prices, metrics.clone(), events.clone());
     let gateway =
         web::Data::new(Gateway::new(router.clone(), metrics, events.clone(), &config.general, opts.body_timeout));
     let origins = opts.cors_origins.clone();

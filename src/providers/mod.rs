@@ -5,6 +5,7 @@
 //! answer back into OpenAI's shape. The OpenAI-compatible family ([`openai`]) passes bodies
 //! through; the next adapters (Azure, Anthropic, Gemini, Bedrock) implement the same trait.
 
+pub mod client;
 pub mod openai;
 
 use std::time::Duration;

@@ -363,18 +363,11 @@ impl RouterHandle {
             Some(text) => mock_reply(req, &cfg.upstream_model, text),
             None => {
                 let timeout = self.timeout_for(&d, req.stream, req.timeout, req.stream_timeout);
+                let client = providers::client::for_this_thread();
                 let mut extra_tries = cfg.max_retries;
                 loop {
-                    match providers::call(
-                        &self.client,
-                        cfg,
-                        req.endpoint,
-                        &req.body,
-                        &req.overrides,
-                        req.stream,
-                        timeout,
-                    )
-                    .await
+                    match providers::call(&client, cfg, req.endpoint, &req.body, &req.overrides, req.stream, timeout)
+                        .await
                     {
                         Err(f) if f.is_retryable() && extra_tries > 0 => extra_tries -= 1,
                         other => break other,

@@ -62,7 +62,7 @@ impl RouterHandle {
             return Err("health check body is not an object".into());
         };
         let timeout = self.timeout_for(d, false, None, None).min(HEALTH_CHECK_TIMEOUT);
-        let reply = providers::call(&self.client, cfg, endpoint, &body, &[], false, timeout)
+        let reply = providers::call(&providers::client::for_this_thread(), cfg, endpoint, &body, &[], false, timeout)
             .await
             .map_err(|f| format!("{} ({})", f.message, f.status()))?;
         match reply.body {

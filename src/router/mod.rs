@@ -169,7 +169,6 @@ impl Handler<Shutdown> for Router {
 pub struct RouterHandle {
     table: Arc<ArcSwap<RoutingTable>>,
     settings: Arc<RouterSettings>,
-    client: reqwest::Client,
     metrics: Arc<Metrics>,
     addr: actix::Addr<Router>,
     /// The latest background health check, when those are on.
@@ -178,13 +177,7 @@ pub struct RouterHandle {
 
 impl RouterHandle {
     /// Starts the router and one actor per deployment on the current arbiter.
-    pub fn start(
-        config: &Config,
-        prices: &PriceMap,
-        client: reqwest::Client,
-        metrics: Arc<Metrics>,
-        events: EventSink,
-    ) -> Self {
+    pub fn start(config: &Config, prices: &PriceMap, metrics: Arc<Metrics>, events: EventSink) -> Self {
         let general = &config.general;
         let check_interval =
             general.background_health_checks.then_some(general.health_check_interval.max(Duration::from_secs(1)));
@@ -227,7 +220,7 @@ impl RouterHandle {
             failing: HashMap::new(),
         }
         .start();
-        let handle = Self { table, settings, client, metrics, addr, last_health: Default::default() };
+        let handle = Self { table, settings, metrics, addr, last_health: Default::default() };
         handle.addr.do_send(Attach(handle.clone()));
         handle
     }
@@ -243,10 +236,6 @@ impl RouterHandle {
 
     pub fn settings(&self) -> &RouterSettings {
         &self.settings
-    }
-
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
     }
 
     pub fn max_fallbacks(&self) -> usize {
