@@ -17,11 +17,11 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde_json::{Map, Value};
 
 use switchyard::config::Strategy;
 use switchyard::cost::Price;
 use switchyard::openai::mock;
+use switchyard::openai::request::RequestBody;
 use switchyard::openai::sse::{self, EventSplitter};
 use switchyard::openai::{prompt_len, ResponseView, TokenUsage};
 use switchyard::router::strategy::{select, Candidate, Need};
@@ -182,17 +182,23 @@ fn bench_cost(c: &mut Criterion) {
 }
 
 fn bench_prompt_len(c: &mut Criterion) {
-    let body: Map<String, Value> = serde_json::from_str(
-        r#"{"model":"bench","temperature":0.2,"messages":[
+    let text: &'static [u8] = br#"{"model":"bench","temperature":0.2,"messages":[
             {"role":"system","content":"You are a helpful assistant that answers briefly."},
             {"role":"user","content":"What is the capital of France?"},
             {"role":"assistant","content":"Paris."},
             {"role":"user","content":[{"type":"text","text":"And of Italy? Answer in one word."}]},
             {"role":"assistant","content":"Rome."},
-            {"role":"user","content":"Thanks. Now list three rivers in each country."}]}"#,
-    )
-    .unwrap_or_default();
+            {"role":"user","content":"Thanks. Now list three rivers in each country."}]}"#;
+    let Ok(body) = RequestBody::parse(bytes::Bytes::from_static(text)) else { return };
     c.bench_function("prompt_len/6_messages", |b| b.iter(|| prompt_len(black_box(&body))));
+    // What the request path does with every body: read its top level, write the upstream body.
+    c.bench_function("request_body/parse+encode", |b| {
+        b.iter(|| {
+            RequestBody::parse(bytes::Bytes::from_static(black_box(text)))
+                .and_then(|body| Ok(body.encode("gpt-4o-mini", &[])?))
+                .map(|out| out.len())
+        })
+    });
 }
 
 criterion_group!(benches, bench_select, bench_sse, bench_response, bench_cost, bench_prompt_len);

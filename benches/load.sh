@@ -15,7 +15,8 @@
 # and returns before the runs.
 # Knobs (environment): RUNS=1 DURATION=15 WARMUP=3 CONNS=32 THREADS=1 LIGHT=5 (1-connection
 #   latency probe, seconds; 0 skips it) MOCK_WORKERS=1 NO_BUILD=1 (use the existing binary)
-#   KEEP=1 (keep the temp dir with configs, logs and raw wrk output).
+#   KEEP=1 (keep the temp dir with configs, logs and raw wrk output)
+#   UPSTREAM=nginx (the upstream is an nginx answering a fixed completion instead of the mock).
 # Needs: wrk, nginx (nginx-light is enough), curl (optional smoke check), ss (optional).
 # Everything listens on 127.0.0.1 on ports picked here; everything started is stopped on exit.
 set -euo pipefail
@@ -293,10 +294,47 @@ forget_pid() { # drop a stopped pid from PIDS
     PIDS=("${keep[@]}")
 }
 
+# UPSTREAM=nginx: the upstream is an nginx answering a fixed chat completion, the cheapest
+# upstream there is, so that what shows is the proxies' own cost (the issue's setup).
+FIXED_ANSWER='{"id":"chatcmpl-fixed","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from a fixed upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":6,"total_tokens":9}}'
+start_fixed_upstream() { # port -> pid in MOCK_PID
+    local dir=$TMP/upstream
+    mkdir -p "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$1 backlog=4096;
+        location / {
+            default_type application/json;
+            return 200 '$FIXED_ANSWER';
+        }
+    }
+}
+EOF
+    "$NGINX" -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" >"$TMP/upstream.log" 2>&1 &
+    MOCK_PID=$!
+}
+
 start_mock() { # -> MOCK_PORT, MOCK_PID
     MOCK_PORT=$(pick_port)
-    "$BIN" mock-upstream --host 127.0.0.1 --port "$MOCK_PORT" --workers "$MOCK_WORKERS" >"$TMP/mock.log" 2>&1 &
-    MOCK_PID=$!
+    if [[ ${UPSTREAM:-mock} == nginx ]]; then
+        start_fixed_upstream "$MOCK_PORT"
+    else
+        "$BIN" mock-upstream --host 127.0.0.1 --port "$MOCK_PORT" --workers "$MOCK_WORKERS" >"$TMP/mock.log" 2>&1 &
+        MOCK_PID=$!
+    fi
     PIDS+=("$MOCK_PID")
     wait_listening "$MOCK_PORT" "$MOCK_PID" mock
     smoke "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" mock

@@ -52,6 +52,19 @@ struct GroupSeries {
     ok: IntCounter,
     total_latency: Histogram,
     overhead: Histogram,
+    /// The series of the caller seen last, keyed by its hashed key and answering group: most
+    /// traffic of a group comes from few keys, so this is usually a hit.
+    last_caller: arc_swap::ArcSwapOption<CallerSeries>,
+}
+
+/// The series labelled by caller: requests and tokens.
+struct CallerSeries {
+    hashed_api_key: String,
+    model: String,
+    requests: IntCounter,
+    input_tokens: IntCounter,
+    output_tokens: IntCounter,
+    total_tokens: IntCounter,
 }
 
 pub struct Metrics {
@@ -217,6 +230,7 @@ impl Metrics {
                     ok: families.total_requests.with_label_values(&[name, "200"]),
                     total_latency: families.request_total_latency.with_label_values(&[name]),
                     overhead: families.overhead_latency.with_label_values(&[name]),
+                    last_caller: arc_swap::ArcSwapOption::empty(),
                 };
                 (name.to_string(), series)
             })
@@ -265,16 +279,15 @@ impl Metrics {
             f.failed_requests.with_label_values(&[name, status_label(r.status), class]).inc();
         }
         let model = r.model.unwrap_or("");
-        let id = r.identity;
-        f.requests.with_label_values(&[model, "", id.hashed_api_key, "", "", "", ""]).inc();
+        let caller = self.caller_series(group, name, model, r.identity);
+        caller.requests.inc();
         if r.spend > 0.0 {
             f.spend.with_label_values(&[model, name]).inc_by(r.spend);
         }
         if r.prompt_tokens > 0 || r.completion_tokens > 0 {
-            let labels = [name, "", id.hashed_api_key, "", "", "", "", model];
-            f.input_tokens.with_label_values(&labels).inc_by(r.prompt_tokens);
-            f.output_tokens.with_label_values(&labels).inc_by(r.completion_tokens);
-            f.total_tokens.with_label_values(&labels).inc_by(r.prompt_tokens.saturating_add(r.completion_tokens));
+            caller.input_tokens.inc_by(r.prompt_tokens);
+            caller.output_tokens.inc_by(r.completion_tokens);
+            caller.total_tokens.inc_by(r.prompt_tokens.saturating_add(r.completion_tokens));
         }
         match group {
             Some(g) => {
@@ -286,6 +299,36 @@ impl Metrics {
                 f.overhead_latency.with_label_values(&[name]).observe(r.overhead_secs);
             }
         }
+    }
+
+    /// The caller-labelled series for this request: the group's cached one when it is the same
+    /// caller and answering group, else bound now (and cached).
+    fn caller_series(
+        &self,
+        group: Option<&GroupSeries>,
+        name: &str,
+        model: &str,
+        id: Identity,
+    ) -> std::sync::Arc<CallerSeries> {
+        if let Some(cached) = group.and_then(|g| g.last_caller.load_full()) {
+            if cached.hashed_api_key == id.hashed_api_key && cached.model == model {
+                return cached;
+            }
+        }
+        let f = &self.families;
+        let tokens = [name, "", id.hashed_api_key, "", "", "", "", model];
+        let series = std::sync::Arc::new(CallerSeries {
+            hashed_api_key: id.hashed_api_key.to_string(),
+            model: model.to_string(),
+            requests: f.requests.with_label_values(&[model, "", id.hashed_api_key, "", "", "", ""]),
+            input_tokens: f.input_tokens.with_label_values(&tokens),
+            output_tokens: f.output_tokens.with_label_values(&tokens),
+            total_tokens: f.total_tokens.with_label_values(&tokens),
+        });
+        if let Some(g) = group {
+            g.last_caller.store(Some(series.clone()));
+        }
+        series
     }
 
     pub fn fallback(&self, requested_model: &str, fallback_model: &str, succeeded: bool) {

@@ -13,6 +13,7 @@ use super::{auth, read_body, Gateway};
 use crate::deployment::DeploymentHandle;
 use crate::error::GatewayError;
 use crate::failure::ErrorClass;
+use crate::openai::request::RequestBody;
 use crate::openai::{estimate_tokens, prompt_len, TokenUsage};
 use crate::providers::Endpoint;
 use crate::router::{Attempt, CallRequest, Dispatched, Failed, Reply};
@@ -50,10 +51,10 @@ const GATEWAY_KEYS: &[&str] = &[
 
 /// Removes the gateway's own keys from `body` and checks them: a duration that is not a
 /// positive number of seconds (or a duration string) of at most a year is a 400 naming it.
-fn take_gateway_params(body: &mut Map<String, Value>) -> Result<GatewayParams, GatewayError> {
+fn take_gateway_params(body: &mut RequestBody) -> Result<GatewayParams, GatewayError> {
     let mut params = GatewayParams::default();
     for key in GATEWAY_KEYS {
-        let Some(value) = body.remove(*key) else { continue };
+        let Some(value) = body.remove(key) else { continue };
         match (*key, value) {
             (_, Value::Null) => {}
             ("mock_response", Value::String(s)) => params.mock_response = Some(s),
@@ -113,32 +114,29 @@ async fn admit(
     trace.key_hash = auth::authorize(req, gw)?;
     let endpoint = trace.endpoint;
     let bytes = read_body(payload, gw.max_request_size, gw.body_timeout).await?;
-    let mut body: Map<String, Value> = match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(GatewayError::BadRequest("Request body must be a JSON object".into())),
-        Err(e) => return Err(GatewayError::BadRequest(format!("Invalid JSON in request body: {e}"))),
-    };
+    let mut body = RequestBody::parse(bytes).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     // OpenAI's engine-style path names the model; it wins over the body's.
-    if let Some(model) = req.match_info().get("model") {
-        body.insert("model".into(), Value::String(model.to_string()));
-    }
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(Value::String(_)) | None => return Err(missing("model")),
-        Some(_) => return Err(invalid("model", "`model` must be a string".into())),
+    let model = match req.match_info().get("model") {
+        Some(model) => model.to_string(),
+        None => match body.get_as::<String>("model") {
+            Some(Ok(m)) if !m.is_empty() => m,
+            Some(Ok(_)) | None => return Err(missing("model")),
+            Some(Err(_)) => return Err(invalid("model", "`model` must be a string".into())),
+        },
     };
     trace.requested_model = model.clone();
     let table = gw.router.table();
     trace.group = table.resolve(&model).map(str::to_string);
     validate_input(endpoint, &body)?;
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b && endpoint.supports_stream(),
-        Some(_) => return Err(invalid("stream", "`stream` must be a boolean".into())),
+    let stream = match body.get_as::<Option<bool>>("stream") {
+        None | Some(Ok(None)) => false,
+        Some(Ok(Some(b))) => b && endpoint.supports_stream(),
+        Some(Err(_)) => return Err(invalid("stream", "`stream` must be a boolean".into())),
     };
     trace.stream = stream;
     let params = take_gateway_params(&mut body)?;
-    gw.recorder.request(trace, &body);
+    let prompt_bytes = prompt_len(&body);
+    gw.recorder.request(trace, &body, prompt_bytes);
     let group = trace.group.clone().ok_or_else(|| GatewayError::BadRequest(crate::router::invalid_model(&model)))?;
     let mut overrides = Vec::new();
     if stream {
@@ -153,7 +151,7 @@ async fn admit(
     Ok(CallRequest {
         endpoint,
         group,
-        input_tokens: estimate_tokens(prompt_len(&body)),
+        input_tokens: estimate_tokens(prompt_bytes),
         body,
         overrides,
         stream,
@@ -164,20 +162,26 @@ async fn admit(
     })
 }
 
-/// The endpoint's required input: `messages` (a non-empty array), `prompt` or `input`.
-fn validate_input(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(), GatewayError> {
+/// The endpoint's required input: `messages` (a non-empty array), `prompt` or `input`. Judged
+/// from the value's JSON text, without parsing it.
+fn validate_input(endpoint: Endpoint, body: &RequestBody) -> Result<(), GatewayError> {
     let required = match endpoint {
         Endpoint::ChatCompletions => "messages",
         Endpoint::Completions => "prompt",
         Endpoint::Embeddings => "input",
     };
-    match body.get(required) {
-        None | Some(Value::Null) => Err(missing(required)),
-        Some(Value::Array(items)) if items.is_empty() && required == "messages" => {
+    let raw = match body.raw(required) {
+        None | Some(b"null") => return Err(missing(required)),
+        Some(raw) => raw,
+    };
+    if required != "messages" {
+        return Ok(());
+    }
+    match raw.strip_prefix(b"[") {
+        None => Err(invalid("messages", "`messages` must be an array".into())),
+        Some(rest) if rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b']') => {
             Err(invalid("messages", "`messages` must not be empty".into()))
         }
-        Some(Value::Array(_)) => Ok(()),
-        Some(_) if required == "messages" => Err(invalid("messages", "`messages` must be an array".into())),
         Some(_) => Ok(()),
     }
 }
@@ -187,7 +191,7 @@ fn missing(field: &str) -> GatewayError {
 }
 
 fn client_wants_usage(call: &CallRequest) -> bool {
-    call.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false)
+    call.body.get("stream_options").and_then(|o| o.get("include_usage").and_then(Value::as_bool)).unwrap_or(false)
 }
 
 fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) -> HttpResponse {

@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
+
+use crate::openai::request::RequestBody;
 use tokio::time::Instant;
 
 use crate::deployment::DeploymentHandle;
 use crate::events::types::timestamp;
 use crate::events::{Envelope, Event, EventSink, RequestEvent, ResponseEvent};
 use crate::metrics::{Identity, Metrics, RequestRecord};
-use crate::openai::{estimate_tokens, prompt_len, TokenUsage};
+use crate::openai::{estimate_tokens, TokenUsage};
 use crate::providers::Endpoint;
 
 /// Where a call's records go; cloned into streams, which finish after their handler.
@@ -123,16 +125,15 @@ const PARAMS: &[&str] = &[
     "encoding_format",
 ];
 
-fn params(body: &Map<String, Value>) -> Value {
-    let mut out: Map<String, Value> =
-        PARAMS.iter().filter_map(|k| body.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
+fn params(body: &RequestBody) -> Value {
+    let mut out: Map<String, Value> = PARAMS.iter().filter_map(|k| body.get(k).map(|v| (k.to_string(), v))).collect();
     if let Some(Value::Array(tools)) = body.get("tools") {
         out.insert("tools".into(), Value::from(tools.len()));
     }
-    if let Some(kind) = body.get("response_format").and_then(|f| f.get("type")) {
-        out.insert("response_format".into(), kind.clone());
+    if let Some(kind) = body.get("response_format").and_then(|f| f.get("type").cloned()) {
+        out.insert("response_format".into(), kind);
     }
-    if body.get("stop").is_some_and(|s| !s.is_null()) {
+    if body.raw("stop").is_some_and(|s| s != b"null") {
         out.insert("stop".into(), Value::Bool(true));
     }
     Value::Object(out)
@@ -140,23 +141,22 @@ fn params(body: &Map<String, Value>) -> Value {
 
 impl Recorder {
     /// Publishes the request event of an admitted call.
-    pub fn request(&self, trace: &mut Trace, body: &Map<String, Value>) {
+    /// `prompt_bytes`: the prompt text's size ([`crate::openai::prompt_len`]).
+    pub fn request(&self, trace: &mut Trace, body: &RequestBody, prompt_bytes: usize) {
         if !self.events.enabled() {
             return;
         }
-        let metadata = body.get("metadata").filter(|m| m.is_object()).cloned();
+        let metadata = body.get("metadata").filter(|m| m.is_object());
         let tags = metadata
             .as_ref()
             .and_then(|m| m.get("tags"))
             .and_then(Value::as_array)
             .map(|t| t.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default();
-        let user = body.get("user").and_then(Value::as_str).map(str::to_string);
-        let prompt_bytes = prompt_len(body) as u64;
-        let messages = self
-            .store_prompts
-            .then(|| ["messages", "prompt", "input"].iter().find_map(|k| body.get(*k).cloned()))
-            .flatten();
+        let user = body.get_as::<String>("user").and_then(Result::ok);
+        let prompt_bytes = prompt_bytes as u64;
+        let messages =
+            self.store_prompts.then(|| ["messages", "prompt", "input"].iter().find_map(|k| body.get(k))).flatten();
         let event = RequestEvent {
             envelope: Envelope::new("request", Some(trace.call_id.clone()), self.events.gateway_id()),
             call_type: trace.endpoint.call_type(),

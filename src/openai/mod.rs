@@ -2,10 +2,10 @@
 //! reads. Bodies are otherwise passed through untouched, so only what we need is typed here.
 
 pub mod mock;
+pub mod request;
 pub mod sse;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
 /// Token counts of one call, normalized across providers (serialized as in the response event).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -124,18 +124,91 @@ pub fn estimate_tokens(text_len: usize) -> u64 {
     (text_len as u64).div_ceil(4)
 }
 
-/// The prompt's size in bytes: the JSON of `messages` (chat), `prompt` (completions) or `input`
-/// (embeddings). Used for estimates, so the JSON overhead is acceptable.
-pub fn prompt_len(body: &Map<String, Value>) -> usize {
-    fn len(v: &Value) -> usize {
-        match v {
-            Value::String(s) => s.len(),
-            Value::Array(a) => a.iter().map(len).sum(),
-            Value::Object(o) => o.iter().map(|(k, v)| if k == "content" || k == "text" { len(v) } else { 0 }).sum(),
-            _ => 0,
-        }
+/// The prompt's size in bytes: the text of `messages` (chat), `prompt` (completions) or `input`
+/// (embeddings), summed as it is read, without building the values. Used for estimates.
+pub fn prompt_len(body: &request::RequestBody) -> usize {
+    ["messages", "prompt", "input"]
+        .iter()
+        .filter_map(|k| body.raw(k))
+        .map(|raw| {
+            let mut de = serde_json::Deserializer::from_slice(raw);
+            serde::de::DeserializeSeed::deserialize(PromptLen, &mut de).unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Sums a prompt value's text: a string counts whole, arrays sum their items, and objects count
+/// only their `content` and `text` values (message parts), recursively.
+struct PromptLen;
+
+impl<'de> serde::de::DeserializeSeed<'de> for PromptLen {
+    type Value = usize;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_any(self)
     }
-    ["messages", "prompt", "input"].iter().filter_map(|k| body.get(*k)).map(len).sum()
+}
+
+impl<'de> serde::de::Visitor<'de> for PromptLen {
+    type Value = usize;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a prompt")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<usize, E> {
+        Ok(v.len())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_unit<E>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut total = 0usize;
+        while let Some(n) = seq.next_element_seed(PromptLen)? {
+            total = total.saturating_add(n);
+        }
+        Ok(total)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+        let mut total = 0usize;
+        while let Some(counted) = map.next_key_seed(IsTextKey)? {
+            if counted {
+                total = total.saturating_add(map.next_value_seed(PromptLen)?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// Whether a key is `content` or `text`, read without allocating.
+struct IsTextKey;
+
+impl<'de> serde::de::DeserializeSeed<'de> for IsTextKey {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for IsTextKey {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+        Ok(v == "content" || v == "text")
+    }
 }
 
 #[cfg(test)]
@@ -161,9 +234,11 @@ mod tests {
 
     #[test]
     fn measures_prompt_text_not_structure() {
-        let body: Map<String, Value> =
-            serde_json::from_str(r#"{"messages":[{"role":"user","content":"abcd"},{"role":"user","content":[{"type":"text","text":"efgh"}]}]}"#).unwrap();
-        assert_eq!(prompt_len(&body), 8);
+        let body = request::RequestBody::parse(bytes::Bytes::from_static(
+            br#"{"messages":[{"role":"user","content":"abcd"},{"role":"user","content":[{"type":"text","text":"efgh"}]}],"input":["ij"]}"#,
+        ))
+        .unwrap();
+        assert_eq!(prompt_len(&body), 10);
         assert_eq!(estimate_tokens(8), 2);
     }
 }

@@ -14,11 +14,11 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
-use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::DeploymentConfig;
 use crate::failure::{FailureKind, UpstreamFailure};
+use crate::openai::request::RequestBody;
 
 /// The OpenAI endpoints the gateway proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,43 +63,20 @@ pub trait Provider: Send + Sync + 'static {
     fn authorize(&self, request: reqwest::RequestBuilder, d: &DeploymentConfig) -> reqwest::RequestBuilder;
 
     /// The upstream request body for an OpenAI-shaped `body`, with `overrides` replacing (or
-    /// adding) top-level keys. By default the body is OpenAI's with the upstream model name,
-    /// written straight from the client's map without copying it.
+    /// adding) top-level keys. By default the body is the client's bytes with the upstream model
+    /// name.
     fn encode_request(
         &self,
         d: &DeploymentConfig,
-        body: &Map<String, Value>,
+        body: &RequestBody,
         overrides: &[(&'static str, Value)],
     ) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&OpenAiBody { body, model: &d.upstream_model, overrides })
+        body.encode(&d.upstream_model, overrides)
     }
 
     /// Rewrites a successful upstream body into OpenAI's shape; by default it already is.
     fn transform_response(&self, body: Bytes) -> Result<Bytes, UpstreamFailure> {
         Ok(body)
-    }
-}
-
-/// An OpenAI request body with the model replaced and some keys overridden.
-struct OpenAiBody<'a> {
-    body: &'a Map<String, Value>,
-    model: &'a str,
-    overrides: &'a [(&'static str, Value)],
-}
-
-impl Serialize for OpenAiBody<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("model", self.model)?;
-        for (k, v) in self.body {
-            if k != "model" && !self.overrides.iter().any(|(o, _)| o == k) {
-                map.serialize_entry(k, v)?;
-            }
-        }
-        for (k, v) in self.overrides {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
     }
 }
 
@@ -218,7 +195,7 @@ pub async fn call(
     client: &reqwest::Client,
     d: &DeploymentConfig,
     endpoint: Endpoint,
-    body: &Map<String, Value>,
+    body: &RequestBody,
     overrides: &[(&'static str, Value)],
     stream: bool,
     timeout: Duration,

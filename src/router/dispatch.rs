@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::attempt::Attempt;
@@ -17,6 +17,7 @@ use crate::config::Strategy;
 use crate::deployment::DeploymentHandle;
 use crate::error::GatewayError;
 use crate::failure::{ErrorClass, FailureKind, UpstreamFailure};
+use crate::openai::request::RequestBody;
 use crate::openai::{self, mock, sse, ResponseView, TokenUsage};
 use crate::providers::{self, Endpoint, ReplyBody, UpstreamReply};
 
@@ -26,7 +27,7 @@ pub struct CallRequest {
     /// The model group (aliases already resolved).
     pub group: String,
     /// The client's body, minus the gateway's own keys.
-    pub body: Map<String, Value>,
+    pub body: RequestBody,
     /// Top-level keys to set on the upstream body (e.g. `stream_options`).
     pub overrides: Vec<(&'static str, Value)>,
     pub stream: bool,

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::RouterHandle;
 use crate::config::Mode;
 use crate::deployment::DeploymentHandle;
+use crate::openai::request::RequestBody;
 use crate::providers::{self, Endpoint, ReplyBody};
 use futures_util::StreamExt;
 
@@ -58,9 +59,7 @@ impl RouterHandle {
             }
             other => return Err(format!("health checks for mode {} are not supported", other.as_str())),
         };
-        let Value::Object(body) = body else {
-            return Err("health check body is not an object".into());
-        };
+        let body = RequestBody::from_value(&body).map_err(|e| e.to_string())?;
         let timeout = self.timeout_for(d, false, None, None).min(HEALTH_CHECK_TIMEOUT);
         let reply = providers::call(&providers::client::for_this_thread(), cfg, endpoint, &body, &[], false, timeout)
             .await

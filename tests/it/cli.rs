@@ -218,6 +218,47 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(refused.is_err(), "no longer accepting");
 }
 
+/// SIGTERM with streams open: a live stream runs to its end (`[DONE]`), an abandoned stalled one
+/// is let go once its client is found gone, and the process exits without waiting out its
+/// grace period.
+#[actix_web::test]
+async fn sigterm_with_streams_open() {
+    let mock_port = free_port();
+    let _mock = spawn(&["mock-upstream", "--port", &mock_port.to_string()]);
+    let file = config_file(&format!(
+        "model_list:\n  - model_name: slow\n    litellm_params: {{model: openai/stream-delay-200ms, api_base: 'http://127.0.0.1:{mock_port}/v1'}}\n  - model_name: stalled\n    litellm_params: {{model: openai/stall, api_base: 'http://127.0.0.1:{mock_port}/v1'}}\n"
+    ));
+    let port = free_port();
+    let gateway = spawn(&[
+        "--config",
+        file.0.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--graceful-timeout",
+        "60",
+    ]);
+    wait_ready(port).await;
+    wait_ready(mock_port).await;
+    let url = format!("http://127.0.0.1:{port}/chat/completions");
+    let body = |model: &str| json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    // A client that opens a stalled stream and goes away.
+    let abandoned = reqwest::Client::new().post(&url).json(&body("stalled")).send().await.unwrap();
+    assert_eq!(abandoned.status(), 200);
+    drop(abandoned);
+    let live = reqwest::Client::new().post(&url).json(&body("slow")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let started = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &gateway.pid()]).status().unwrap().success());
+    let text = live.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "the live stream ran to its end: {text}");
+    let status = tokio::task::spawn_blocking(move || gateway.wait()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "exited after {took:?}, not after the 60 s grace period");
+}
+
 /// The embedded event log survives a restart, and `switchyard tail` prints it.
 #[actix_web::test]
 async fn embedded_events_survive_a_restart_and_tail_shows_them() {
