@@ -112,10 +112,6 @@ impl ResponseView {
     pub fn is_usage_only(&self) -> bool {
         self.usage.is_some() && self.choices.as_ref().is_none_or(|c| c.is_empty())
     }
-
-    pub fn has_usage(&self) -> bool {
-        self.usage.is_some()
-    }
 }
 
 /// A rough token count for text we have not sent anywhere yet (pre-call context-window checks
