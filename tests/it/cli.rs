@@ -28,7 +28,7 @@ fn a_bad_config_exits_non_zero_naming_the_field() {
     let cases = [
         ("model_list:\n  - model_name: x\n    litellm_params: {model: openai/x, rpm: lots}\n", "model_list[0].litellm_params.rpm"),
         ("router_settings: {routing_strategy: fastest}\n", "router_settings.routing_strategy"),
-        ("model_list:\n  - model_name: x\n    litellm_params: {model: openai/x, api_key: os.environ/SWITCHYARD_TEST_UNSET}\n", "SWITCHYARD_TEST_UNSET"),
+        ("general_settings: {master_key: os.environ/SWITCHYARD_TEST_UNSET}\n", "general_settings.master_key: environment variable SWITCHYARD_TEST_UNSET is not set"),
         ("model_list:\n  - model_name: x\n    litellm_params: {model: openai/x}\nrouter_settings: {fallbacks: [{x: [y]}]}\n", "router_settings.fallbacks.x"),
         ("pricing: {model_cost_map_path: a, surprise: 1}\n", "surprise"),
     ];
@@ -41,6 +41,28 @@ fn a_bad_config_exits_non_zero_naming_the_field() {
     }
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+}
+
+/// A config with several mistakes lists them all, one per line, so one restart fixes them all.
+#[test]
+fn every_config_problem_is_reported_at_once() {
+    let file = config_file(
+        "model_list:\n  - {model_name: a, litellm_params: {model: openai/a, rpm: lots}}\n  - {model_name: b, litellm_params: {model: openai/b}, model_info: {mode: chatty}}\nrouter_settings: {routing_strategy: fastest, fallbacks: [{b: [nowhere]}]}\nevent_log: {surprise: 1}\n",
+    );
+    let out = Command::new(BIN).arg("--config").arg(&file.0).arg("--port").arg("0").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let listed: Vec<&str> = stderr.lines().skip_while(|l| !l.ends_with("5 problems:")).skip(1).collect();
+    assert_eq!(listed.len(), 5, "{stderr}");
+    for (line, path) in listed.iter().zip([
+        "model_list[0].litellm_params.rpm: ",
+        "event_log.surprise: ",
+        "model_list[1].model_info.mode: ",
+        "router_settings.routing_strategy: ",
+        "router_settings.fallbacks.b: ",
+    ]) {
+        assert!(line.trim_start().starts_with(path), "expected {path:?} in {line:?}:\n{stderr}");
+    }
 }
 
 fn free_port() -> u16 {
@@ -267,4 +289,53 @@ async fn embedded_events_survive_a_restart_and_tail_shows_them() {
     );
     assert!(printed.iter().all(|e| e["type"] == "response"));
     let _ = std::fs::remove_dir_all(events);
+}
+
+/// A relative `event_log.path` is relative to the config file, wherever the gateway and `tail`
+/// are started from.
+#[actix_web::test]
+async fn a_relative_event_log_path_is_relative_to_the_config_file() {
+    let root = std::env::temp_dir().join(format!("switchyard-relative-{}", uuid::Uuid::new_v4()));
+    let (config_dir, elsewhere) = (root.join("etc"), root.join("elsewhere"));
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let config = config_dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "model_list:\n  - model_name: g\n    litellm_params: {model: openai/m, mock_response: hi}\nevent_log: {path: events, fsync: always}\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let gateway = Running(Some(
+        Command::new(BIN)
+            .args(["--config", config.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string()])
+            .current_dir(&elsewhere)
+            .env_remove("SWITCHYARD_EVENT_LOG_PATH")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    wait_ready(port).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/chat/completions"))
+        .json(&json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let call_id = resp.headers()["x-litellm-call-id"].to_str().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &gateway.pid()]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || gateway.wait()).await.unwrap();
+    assert!(status.success());
+    assert!(config_dir.join("events").is_dir(), "no events beside the config");
+    assert!(!elsewhere.join("events").exists(), "events written relative to the working directory");
+    let out = Command::new(BIN)
+        .args(["tail", "--config", "../etc/config.yaml", "--type", "response"])
+        .current_dir(&elsewhere)
+        .env_remove("SWITCHYARD_EVENT_LOG_PATH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&call_id));
+    let _ = std::fs::remove_dir_all(root);
 }
