@@ -151,6 +151,20 @@ model_list:
       model: groq/llama3-8b-8192
       api_base: http://127.0.0.1:{mock_port}/v1
       api_key: os.environ/GROQ_API_KEY
+  - model_name: deepseek
+    litellm_params:
+      model: deepseek/deepseek-chat
+      api_base: http://127.0.0.1:{mock_port}/v1
+      api_key: os.environ/SWITCHYARD_TEST_DEEPSEEK_KEY_UNSET
+  - model_name: dall-e-2
+    litellm_params:
+      model: azure/
+      api_base: http://127.0.0.1:{mock_port}
+  - model_name: gpt-4-azure
+    litellm_params:
+      model: azure/chatgpt-v-2
+      api_base: http://127.0.0.1:{mock_port}
+      tpm: 100_000
 litellm_settings:
   drop_params: True
   success_callback: ["langfuse"]
@@ -158,6 +172,7 @@ litellm_settings:
   request_timeout: 10
   set_verbose: False
   json_logs: true
+  fallbacks: [{{"groq-llama": ["gpt-4-azure", "gpt-3.5-turbo"]}}]
 router_settings:
   routing_strategy: usage-based-routing-v2
   redis_host: os.environ/REDIS_HOST
@@ -190,14 +205,32 @@ environment_variables:
             .unwrap();
         assert_eq!(resp.status(), 200, "{model}");
     }
+    // The deployment whose key variable is unset was kept; its calls fail, saying why.
+    let resp = client
+        .post(format!("http://127.0.0.1:{port}/chat/completions"))
+        .bearer_auth("sk-1234")
+        .json(&json!({"model": "deepseek", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("environment variable SWITCHYARD_TEST_DEEPSEEK_KEY_UNSET is not set (model_list[3].litellm_params.api_key)"),
+        "{body}"
+    );
     let log = gateway.kill();
     for warned in [
         "litellm_settings.success_callback",
         "general_settings.database_url",
         "router_settings.redis_host",
-        "provider \"azure\"",
+        "model_list[1].litellm_params.model: provider \"azure\"",
+        "model_list[3].litellm_params.api_key: environment variable SWITCHYARD_TEST_DEEPSEEK_KEY_UNSET is not set",
+        "model_list[4].litellm_params.model: \"azure/\" names no model after the provider prefix",
+        "litellm_settings.fallbacks.groq-llama: fallback model group \"gpt-4-azure\" is not served by this build",
     ] {
-        assert!(log.contains(warned), "expected a warning about {warned}:\n{log}");
+        assert_eq!(log.matches(warned).count(), 1, "expected one warning about {warned}:\n{log}");
     }
 }
 
