@@ -232,6 +232,8 @@ environment_variables:
     ] {
         assert_eq!(log.matches(warned).count(), 1, "expected one warning about {warned}:\n{log}");
     }
+    // stderr is not a terminal here: no colour codes in what ends up in log files.
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in a piped log:\n{log}");
 }
 
 /// SIGTERM: stop accepting, let the in-flight request finish, exit 0.
