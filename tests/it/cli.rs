@@ -217,7 +217,9 @@ environment_variables:
     let body: serde_json::Value = resp.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.starts_with("environment variable SWITCHYARD_TEST_DEEPSEEK_KEY_UNSET is not set (model_list[3].litellm_params.api_key)"),
+        message.starts_with(
+            "environment variable SWITCHYARD_TEST_DEEPSEEK_KEY_UNSET is not set (model_list[3].litellm_params.api_key)"
+        ),
         "{body}"
     );
     let log = gateway.kill();
