@@ -143,16 +143,15 @@ impl Validator<'_> {
             let prefix = format!("model_list[{i}].");
             let missing: Vec<&MissingVar> = missing.iter().filter(|m| m.path.starts_with(&prefix)).collect();
             match self.deployment(i, entry, &missing) {
-                Entry::Served(d) if !ids.insert(d.id.clone()) => {
-                    self.problem(
-                        format!("model_list[{i}].model_info.id"),
-                        format!("duplicate deployment id {:?}", d.id),
-                    );
-                    groups.broken.insert(d.model_name);
-                }
                 Entry::Served(d) => {
-                    groups.served.insert(d.model_name.clone());
-                    deployments.push(*d);
+                    if ids.insert(d.id.clone()) {
+                        groups.served.insert(d.model_name.clone());
+                        deployments.push(*d);
+                    } else {
+                        let message = format!("duplicate deployment id {:?}", d.id);
+                        self.problem(format!("model_list[{i}].model_info.id"), message);
+                        groups.broken.insert(d.model_name);
+                    }
                 }
                 Entry::Skipped(name) => {
                     groups.skipped.insert(name);
@@ -192,20 +191,12 @@ impl Validator<'_> {
                 return Entry::Broken(Some(model_name));
             }
         };
-        let (provider_name, upstream_model) = providers::split_model(&model);
-        if upstream_model.is_empty() {
-            self.warn(format!(
-                "{}: {model:?} names no model after the provider prefix; deployment {model_name:?} is not served",
-                at("litellm_params.model")
-            ));
-            return Entry::Skipped(model_name);
-        }
-        let Some(provider) = providers::spec(provider_name) else {
-            self.warn(format!(
-                "{}: provider {provider_name:?} is not supported by this Switchyard build yet; deployment {model_name:?} is not served",
-                at("litellm_params.model")
-            ));
-            return Entry::Skipped(model_name);
+        let (provider, upstream_model) = match serving_provider(&model) {
+            Ok(served) => served,
+            Err(reason) => {
+                self.warn(format!("{}: {reason}; deployment {model_name:?} is not served", at("litellm_params.model")));
+                return Entry::Skipped(model_name);
+            }
         };
 
         let problems_before = self.problems.len();
@@ -248,16 +239,8 @@ impl Validator<'_> {
                 mode
             }
         };
-        if let Some(w) = p.weight.filter(|w| *w < 0.0) {
-            self.problem(at("litellm_params.weight"), format!("must be a non-negative number, got {w}"));
-        }
-        // Rate limiters count requests in a u32.
-        let rpm = self.in_range(at("litellm_params.rpm"), p.rpm, 0..=u64::from(u32::MAX));
-        let max_parallel_requests = self
-            .in_range(at("litellm_params.max_parallel_requests"), p.max_parallel_requests, 1..=u64::from(u32::MAX))
-            .and_then(|n| u32::try_from(n).ok());
-        let max_retries = p.max_retries.map_or(0, |n| self.capped(&at("litellm_params.max_retries"), n, MAX_RETRIES));
-        for (field, price) in [
+        let negatives = [
+            ("litellm_params.weight", p.weight),
             ("litellm_params.input_cost_per_token", p.input_cost_per_token),
             ("litellm_params.output_cost_per_token", p.output_cost_per_token),
             ("model_info.input_cost_per_token", info.input_cost_per_token),
@@ -265,11 +248,18 @@ impl Validator<'_> {
             ("model_info.cache_read_input_token_cost", info.cache_read_input_token_cost),
             ("model_info.cache_creation_input_token_cost", info.cache_creation_input_token_cost),
             ("model_info.output_cost_per_reasoning_token", info.output_cost_per_reasoning_token),
-        ] {
-            if let Some(price) = price.filter(|p| *p < 0.0) {
-                self.problem(at(field), format!("must not be negative, got {price}"));
+        ];
+        for (field, value) in negatives {
+            if let Some(v) = value.filter(|v| *v < 0.0) {
+                self.problem(at(field), format!("must not be negative, got {v}"));
             }
         }
+        // Rate limiters count requests in a u32.
+        let rpm = self.in_range(at("litellm_params.rpm"), p.rpm, 0..=u64::from(u32::MAX));
+        let max_parallel_requests = self
+            .in_range(at("litellm_params.max_parallel_requests"), p.max_parallel_requests, 1..=u64::from(u32::MAX))
+            .and_then(|n| u32::try_from(n).ok());
+        let max_retries = p.max_retries.map_or(0, |n| self.capped(&at("litellm_params.max_retries"), n, MAX_RETRIES));
         let (Some(urls), Some(mode)) = (urls, mode) else {
             return Entry::Broken(Some(model_name));
         };
@@ -339,9 +329,44 @@ impl Validator<'_> {
     }
 }
 
+/// The adapter serving `model` (`groq/llama-3.1-8b`), and the model name sent upstream; or why
+/// this build does not serve it (LiteLLM starts with such entries, so they are skipped, not
+/// errors).
+fn serving_provider(model: &str) -> Result<(&'static ProviderSpec, &str), String> {
+    let (provider_name, upstream_model) = providers::split_model(model);
+    if upstream_model.is_empty() {
+        return Err(format!("{model:?} names no model after the provider prefix"));
+    }
+    match providers::spec(provider_name) {
+        Some(provider) => Ok((provider, upstream_model)),
+        None => Err(format!("provider {provider_name:?} is not supported by this Switchyard build yet")),
+    }
+}
+
 /// A deployment id that stays the same across restarts for the same entry (LiteLLM hashes the
 /// params too); the index keeps two identical entries apart.
 fn stable_id(model_name: &str, model: &str, api_base: &str, index: usize) -> String {
     let digest = Sha256::digest(format!("{model_name}\0{model}\0{api_base}\0{index}").as_bytes());
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_openai_compatible_models_with_a_name_are_served() {
+        fn served(model: &str) -> Result<(&'static str, &str), String> {
+            serving_provider(model).map(|(spec, upstream)| (spec.name, upstream))
+        }
+        assert_eq!(served("gpt-4o"), Ok(("openai", "gpt-4o")));
+        assert_eq!(served("groq/llama-3.1-8b"), Ok(("groq", "llama-3.1-8b")));
+        assert_eq!(served("openai/*"), Ok(("openai", "*")));
+        assert_eq!(
+            served("azure/gpt-4o"),
+            Err("provider \"azure\" is not supported by this Switchyard build yet".into())
+        );
+        assert_eq!(served("azure/"), Err("\"azure/\" names no model after the provider prefix".into()));
+        assert_eq!(served("openai/"), Err("\"openai/\" names no model after the provider prefix".into()));
+    }
 }
