@@ -186,8 +186,13 @@ impl Validator<'_> {
         self.warnings.push(warning.into());
     }
 
+    /// Records a problem; one per field (a value that did not fit its type is not also reported
+    /// as missing, say).
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem::new(path, message));
+        let path = path.into();
+        if !self.problems.iter().any(|p| p.path == path) {
+            self.problems.push(Problem::new(path, message));
+        }
     }
 
     /// Warns once per `normalized` path (`model_list[].litellm_params`) about keys Switchyard

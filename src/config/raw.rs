@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::Deserialize;
+use serde_path_to_error::Segment;
 use serde_yaml_ng::Value;
 
 use super::Problem;
@@ -94,14 +95,15 @@ fn read_model_list(value: Value, raw: &mut RawConfig, problems: &mut Vec<Problem
     };
     for (i, item) in items.into_iter().enumerate() {
         let name = item.get("model_name").and_then(Value::as_str).map(str::to_string);
-        let path = format!("model_list[{i}]");
-        match deserialize::<RawDeployment>(item, &path) {
-            Ok(d) => raw.model_list.push(Some(d)),
-            Err(problem) => {
-                problems.push(problem);
-                raw.unreadable_groups.extend(name);
-                raw.model_list.push(None);
-            }
+        let before = problems.len();
+        let entry = deserialize_all::<RawDeployment>(item, &format!("model_list[{i}]"), problems);
+        // An entry with a field that does not fit is not validated further: its other
+        // problems are already listed.
+        if problems.len() > before {
+            raw.unreadable_groups.extend(name);
+            raw.model_list.push(None);
+        } else {
+            raw.model_list.push(entry);
         }
     }
 }
@@ -166,28 +168,60 @@ fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
     fields
 }
 
-/// One section; null (a section whose keys are all commented out) is the default.
+/// One section; null (a section whose keys are all commented out) is the default. The keys
+/// that fit are kept, so the rest of the section is still validated.
 fn section<T: DeserializeOwned + Default>(value: Value, path: &str, problems: &mut Vec<Problem>) -> T {
     if value.is_null() {
         return T::default();
     }
-    deserialize(value, path).unwrap_or_else(|problem| {
-        problems.push(problem);
-        T::default()
-    })
+    deserialize_all(value, path, problems).unwrap_or_default()
 }
 
-/// Deserializes `value`, naming the field that does not fit by its full path.
-fn deserialize<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, Problem> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+/// The most fields of one section or entry reported as not fitting.
+const MAX_UNFIT_FIELDS: usize = 50;
+
+/// Deserializes `value`, recording every field that does not fit, by its full path: each such
+/// field is removed and the rest tried again, so one mistake does not hide the next. `None`
+/// when what is left still does not fit (a required field is missing, or the bad value is a
+/// list item, which cannot be removed without renumbering the others).
+fn deserialize_all<T: DeserializeOwned>(mut value: Value, path: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    for _ in 0..MAX_UNFIT_FIELDS {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
         let inner = e.path().to_string();
         let full = match inner.as_str() {
             "." => path.to_string(),
             p if p.starts_with('[') => format!("{path}{p}"),
             p => format!("{path}.{p}"),
         };
-        Problem::new(full, e.into_inner().to_string())
-    })
+        let segments: Vec<Segment> = e.path().iter().cloned().collect();
+        problems.push(Problem::new(full, e.into_inner().to_string()));
+        if !remove_field(&mut value, &segments) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Removes the mapping key at `path` from `value`; false when `path` does not end in a key
+/// that is there.
+fn remove_field(value: &mut Value, path: &[Segment]) -> bool {
+    let Some((Segment::Map { key }, parents)) = path.split_last() else { return false };
+    let mut at = value;
+    for segment in parents {
+        let next = match segment {
+            Segment::Map { key } => at.get_mut(key.as_str()),
+            Segment::Seq { index } => at.get_mut(*index),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    at.as_mapping_mut().and_then(|m| m.remove(key.as_str())).is_some()
 }
 
 /// How a YAML value is described in messages.
@@ -568,6 +602,22 @@ mod tests {
 
     fn numbers(yaml: &str) -> Result<Numbers, String> {
         serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_field_that_does_not_fit_is_reported() {
+        let mut problems = Vec::new();
+        let value = serde_yaml_ng::from_str("{int: x, float: 1.5, flag: maybe}").unwrap();
+        let numbers = deserialize_all::<Numbers>(value, "section", &mut problems).unwrap();
+        assert_eq!(numbers.float, Some(1.5), "the fields that fit are kept");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["section.int", "section.flag"]);
+        // A bad list item cannot be removed without renumbering the others: reading stops there.
+        let mut problems = Vec::new();
+        let value = serde_yaml_ng::from_str("[{model_name: a}, {model_name: b, litellm_params: 3}]").unwrap();
+        assert!(deserialize_all::<Vec<RawDeployment>>(value, "model_list", &mut problems).is_none());
+        assert_eq!(problems[0].path, "model_list[0]");
+        assert_eq!(problems.len(), 1);
     }
 
     #[test]

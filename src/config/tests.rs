@@ -253,10 +253,11 @@ fn an_unset_master_key_variable_stays_fatal() {
 fn every_problem_is_reported_at_once() {
     let err = load(
         "model_list:
-  - {model_name: a, litellm_params: {model: gpt-4o, rpm: lots}}
+  - {model_name: a, litellm_params: {model: gpt-4o, rpm: lots, tpm: many}}
   - {model_name: b, litellm_params: {model: gpt-4o}, model_info: {mode: chatty}}
   - {model_name: c, litellm_params: {model: gpt-4o, weight: -1, max_parallel_requests: 0}}
 router_settings:
+  num_retries: twice
   routing_strategy: fastest
   fallbacks: [{b: [nowhere]}, {a: [b]}]
 general_settings: {max_request_size_mb: 0}
@@ -269,6 +270,8 @@ event_log: {surprise: 1}
         paths,
         [
             "model_list[0].litellm_params.rpm",
+            "model_list[0].litellm_params.tpm",
+            "router_settings.num_retries",
             "event_log.surprise",
             "model_list[1].model_info.mode",
             "model_list[2].litellm_params.weight",
@@ -280,10 +283,10 @@ event_log: {surprise: 1}
     );
     let text = err.to_string();
     assert!(
-        text.starts_with("8 problems:\n  model_list[0].litellm_params.rpm: expected a non-negative integer"),
+        text.starts_with("10 problems:\n  model_list[0].litellm_params.rpm: expected a non-negative integer"),
         "{text}"
     );
-    assert_eq!(text.lines().count(), 9, "{text}");
+    assert_eq!(text.lines().count(), 11, "{text}");
     assert!(text.contains("\n  router_settings.fallbacks.b: unknown fallback model group \"nowhere\"\n"), "{text}");
     // Group `a` and `b` have problems of their own, so references to them are not reported too.
     assert!(!text.contains("model group \"b\"") && !text.contains("model group \"a\""), "{text}");
