@@ -203,7 +203,7 @@ impl Validator<'_> {
         self.unsupported("model_list[].litellm_params", &at("litellm_params"), &p.extra);
         self.unsupported("model_list[].model_info", &at("model_info"), &info.extra);
         self.unsupported("model_list[]", &format!("model_list[{i}]"), &entry.extra);
-        let unresolved_env = self.unresolved_env(i, &model_name, missing, &p.extra);
+        let unresolved_env = self.unresolved_env(i, &model_name, missing, (&p.extra, &info.extra));
 
         let api_base_var = unset("litellm_params.api_base");
         let api_base = match (p.api_base.filter(|b| !b.is_empty()), &api_base_var) {
@@ -301,29 +301,36 @@ impl Validator<'_> {
         }))
     }
 
-    /// The unset variables of a served deployment's `litellm_params` that Switchyard uses (an
-    /// unset variable in an ignored key changes nothing), each with a warning; `None` when
-    /// there are none.
+    /// The unset variables of a served deployment, each with a warning. Those in the
+    /// `litellm_params` Switchyard uses make the deployment's calls fail: the message says
+    /// which (`None` when there are none). Those in `model_info` are treated as unset; those in
+    /// ignored keys change nothing (the key's own warning says it is ignored).
     fn unresolved_env(
         &mut self,
         i: usize,
         model_name: &str,
         missing: &[&MissingVar],
-        ignored_params: &Extra,
+        ignored: (&Extra, &Extra),
     ) -> Option<String> {
-        let prefix = format!("model_list[{i}].litellm_params.");
+        let (ignored_params, ignored_info) = ignored;
+        let entry = format!("model_list[{i}].");
         let mut reasons = Vec::new();
         for m in missing {
-            let Some(field) = m.path.strip_prefix(&prefix) else { continue };
-            let key = field.split(['.', '[']).next().unwrap_or(field);
-            if key == "model" || ignored_params.contains_key(key) {
-                continue;
+            let field = m.path.strip_prefix(&entry).unwrap_or(&m.path);
+            let mut segments = field.split(['.', '[']);
+            match (segments.next(), segments.next()) {
+                (Some("litellm_params"), Some(key)) if key != "model" && !ignored_params.contains_key(key) => {
+                    self.warn(format!(
+                        "{}: environment variable {} is not set; deployment {model_name:?} is kept, but its calls fail until it is set",
+                        m.path, m.var
+                    ));
+                    reasons.push(format!("environment variable {} is not set ({})", m.var, m.path));
+                }
+                (Some("model_info"), Some(key)) if !ignored_info.contains_key(key) => {
+                    self.warn(format!("{}: environment variable {} is not set; treated as unset", m.path, m.var));
+                }
+                _ => {}
             }
-            self.warn(format!(
-                "{}: environment variable {} is not set; deployment {model_name:?} is kept, but its calls fail until it is set",
-                m.path, m.var
-            ));
-            reasons.push(format!("environment variable {} is not set ({})", m.var, m.path));
         }
         (!reasons.is_empty()).then(|| reasons.join("; "))
     }

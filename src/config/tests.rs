@@ -223,6 +223,7 @@ fn an_unset_variable_in_model_list_keeps_the_deployment_and_fails_its_calls() {
     litellm_params: {model: openai/gpt-4o, api_key: os.environ/B_KEY, organization: os.environ/B_ORG}
   - model_name: c
     litellm_params: {model: hosted_vllm/llama, api_base: os.environ/VLLM_BASE}
+    model_info: {base_model: os.environ/C_BASE_MODEL}
 ",
     )
     .unwrap();
@@ -237,6 +238,10 @@ fn an_unset_variable_in_model_list_keeps_the_deployment_and_fails_its_calls() {
         Some("environment variable VLLM_BASE is not set (model_list[2].litellm_params.api_base)")
     );
     assert_eq!(cfg.deployments[2].api_base, "os.environ/VLLM_BASE");
+    assert!(cfg.warnings.contains(
+        &"model_list[2].model_info.base_model: environment variable C_BASE_MODEL is not set; treated as unset"
+            .to_string()
+    ));
     assert!(cfg.warnings.contains(&"model_list[1].litellm_params.api_key: environment variable B_KEY is not set; deployment \"b\" is kept, but its calls fail until it is set".to_string()), "{:?}", cfg.warnings);
     // An unset variable in a key Switchyard ignores changes nothing: the key's own warning is enough.
     assert!(!cfg.warnings.iter().any(|w| w.contains("B_ORG")), "{:?}", cfg.warnings);
