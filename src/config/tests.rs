@@ -1,4 +1,9 @@
 use super::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml_ng::Value;
 
 fn load(yaml: &str) -> Result<Config, ConfigError> {
     Config::from_yaml(yaml, &|name| match name {
@@ -76,6 +81,10 @@ fn errors_name_the_field_path() {
     );
     assert!(error_of("router_settings: {model_group_alias: {x: missing}}\n")
         .starts_with("router_settings.model_group_alias.x"));
+    // Router keys are read from both sections; a value that does not fit names its key.
+    assert!(error_of("litellm_settings: {num_retries: lots}\n").starts_with("litellm_settings.num_retries: expected"));
+    assert!(error_of("router_settings: {fallbacks: gpt}\n").starts_with("router_settings.fallbacks: invalid type"));
+    assert!(error_of("router_settings: [a]\n").starts_with("router_settings: expected a mapping"));
 }
 
 #[test]
@@ -124,4 +133,291 @@ fn event_log_is_strict_and_env_overrides_the_connection() {
     assert_eq!(kafka.events_topic(), "switchyard.events");
     assert_eq!(kafka.producer, vec![("acks".to_string(), "1".to_string())]);
     assert!(error_of("event_log: {fsync: sometimes}\n").starts_with("event_log.fsync"));
+}
+
+/// Every `.yaml` file under `dir`, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The distinct `model_name`s a config file lists.
+fn named_groups(text: &str) -> BTreeSet<String> {
+    let doc: Value = serde_yaml_ng::from_str(text).unwrap();
+    doc.get("model_list")
+        .and_then(Value::as_sequence)
+        .map(|list| list.iter().filter_map(|e| e.get("model_name")?.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Real configs from LiteLLM's repository and documentation (tests/configs/litellm) start,
+/// with only the master key in the environment (an operator always sets that one): each
+/// serves the openai-compatible deployments and warns once about everything else.
+#[test]
+fn every_litellm_config_in_the_corpus_starts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs/litellm");
+    let files = yaml_files(&dir);
+    assert!(files.len() >= 25, "{} files", files.len());
+    let env = |name: &str| (name == "LITELLM_MASTER_KEY").then(|| "sk-operator".to_string());
+    let (mut served, mut named) = (0, 0);
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let name = file.strip_prefix(&dir).unwrap().display().to_string();
+        match Config::from_yaml(&text, &env) {
+            Ok(cfg) => {
+                let mut seen = BTreeSet::new();
+                let repeated: Vec<&String> = cfg.warnings.iter().filter(|w| !seen.insert(*w)).collect();
+                assert!(repeated.is_empty(), "{name} repeats warnings: {repeated:?}");
+                served += cfg.model_groups().len();
+                named += named_groups(&text).len();
+            }
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} configs do not start:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+    assert_eq!((files.len(), served, named), (38, 52, 93), "files, groups served, groups named");
+
+    // Without the master key, the configs that take it from the environment do not start, and
+    // say why; every other one does.
+    let refused: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let err = Config::from_yaml(&std::fs::read_to_string(file).unwrap(), &|_| None).err()?;
+            assert_eq!(err.problems().len(), 1, "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with("general_settings.master_key: environment variable LITELLM_MASTER_KEY is not set"),
+                "{err}"
+            );
+            Some(file.file_name().unwrap().to_string_lossy().into_owned())
+        })
+        .collect();
+    assert_eq!(refused, ["adaptive_router_example.yaml", "pass_through_config.yaml", "tool_permission_example.yaml"]);
+}
+
+#[test]
+fn an_unset_variable_in_model_list_keeps_the_deployment_and_fails_its_calls() {
+    let cfg = load(
+        "model_list:
+  - {model_name: a, litellm_params: {model: gpt-4o}}
+  - model_name: b
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/B_KEY, organization: os.environ/B_ORG}
+  - model_name: c
+    litellm_params: {model: hosted_vllm/llama, api_base: os.environ/VLLM_BASE}
+    model_info: {base_model: os.environ/C_BASE_MODEL}
+",
+    )
+    .unwrap();
+    assert_eq!(cfg.model_groups(), ["a", "b", "c"]);
+    assert_eq!(cfg.deployments[0].unresolved_env, None);
+    assert_eq!(
+        cfg.deployments[1].unresolved_env.as_deref(),
+        Some("environment variable B_KEY is not set (model_list[1].litellm_params.api_key)")
+    );
+    assert_eq!(
+        cfg.deployments[2].unresolved_env.as_deref(),
+        Some("environment variable VLLM_BASE is not set (model_list[2].litellm_params.api_base)")
+    );
+    assert_eq!(cfg.deployments[2].api_base, "os.environ/VLLM_BASE");
+    assert!(cfg.warnings.contains(
+        &"model_list[2].model_info.base_model: environment variable C_BASE_MODEL is not set; treated as unset"
+            .to_string()
+    ));
+    assert!(cfg.warnings.contains(&"model_list[1].litellm_params.api_key: environment variable B_KEY is not set; deployment \"b\" is kept, but its calls fail until it is set".to_string()), "{:?}", cfg.warnings);
+    // An unset variable in a key Switchyard ignores changes nothing: the key's own warning is enough.
+    assert!(!cfg.warnings.iter().any(|w| w.contains("B_ORG")), "{:?}", cfg.warnings);
+    assert!(cfg.warnings.iter().any(|w| w.starts_with("model_list[].litellm_params.organization")));
+}
+
+#[test]
+fn an_unset_master_key_variable_stays_fatal() {
+    let err = error_of("general_settings: {master_key: os.environ/MY_MASTER_KEY}\n");
+    assert!(err.starts_with("general_settings.master_key: environment variable MY_MASTER_KEY is not set"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let err = load(
+        "model_list:
+  - {model_name: a, litellm_params: {model: gpt-4o, rpm: lots, tpm: many}}
+  - {model_name: b, litellm_params: {model: gpt-4o}, model_info: {mode: chatty}}
+  - {model_name: c, litellm_params: {model: gpt-4o, weight: -1, max_parallel_requests: 0}}
+router_settings:
+  num_retries: twice
+  routing_strategy: fastest
+  fallbacks: [{b: [nowhere]}, {a: [b]}]
+general_settings: {max_request_size_mb: 0}
+event_log: {surprise: 1}
+",
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "model_list[0].litellm_params.rpm",
+            "model_list[0].litellm_params.tpm",
+            "router_settings.num_retries",
+            "event_log.surprise",
+            "model_list[1].model_info.mode",
+            "model_list[2].litellm_params.weight",
+            "model_list[2].litellm_params.max_parallel_requests",
+            "router_settings.routing_strategy",
+            "router_settings.fallbacks.b",
+            "general_settings.max_request_size_mb",
+        ]
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with("10 problems:\n  model_list[0].litellm_params.rpm: expected a non-negative integer"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 11, "{text}");
+    assert!(text.contains("\n  router_settings.fallbacks.b: unknown fallback model group \"nowhere\"\n"), "{text}");
+    // Group `a` and `b` have problems of their own, so references to them are not reported too.
+    assert!(!text.contains("model group \"b\"") && !text.contains("model group \"a\""), "{text}");
+}
+
+#[test]
+fn references_to_unserved_groups_are_dropped_with_a_warning() {
+    let cfg = load(
+        "model_list:
+  - {model_name: gpt, litellm_params: {model: gpt-4o}}
+  - {model_name: claude, litellm_params: {model: anthropic/claude-3-5-sonnet}}
+litellm_settings:
+  fallbacks: [{gpt: [claude]}, {claude: [gpt]}]
+router_settings:
+  model_group_alias: {sonnet: claude}
+",
+    )
+    .unwrap();
+    assert!(cfg.router.fallbacks.is_empty() && cfg.router.model_group_alias.is_empty());
+    for warned in [
+        "litellm_settings.fallbacks.gpt: fallback model group \"claude\" is not served by this build (its deployments were skipped); dropped from the list",
+        "litellm_settings.fallbacks.claude: model group \"claude\" is not served by this build (its deployments were skipped); its fallbacks are dropped",
+        "router_settings.model_group_alias.sonnet: model group \"claude\" is not served by this build (its deployments were skipped); alias dropped",
+    ] {
+        assert!(cfg.warnings.iter().any(|w| w == warned), "{warned}\n{:?}", cfg.warnings);
+    }
+    let err = error_of("model_list:\n  - {model_name: gpt, litellm_params: {model: gpt-4o}}\nrouter_settings: {fallbacks: [{gpt: [gtp]}]}\n");
+    assert_eq!(err, "router_settings.fallbacks.gpt: unknown fallback model group \"gtp\"");
+}
+
+#[test]
+fn names_a_wildcard_group_serves_may_be_fallbacks() {
+    let cfg = load(
+        "model_list:
+  - {model_name: \"openai/*\", litellm_params: {model: \"openai/*\"}}
+  - {model_name: mini, litellm_params: {model: gpt-4o-mini}}
+router_settings: {context_window_fallbacks: [{mini: [openai/gpt-4.1]}]}
+",
+    )
+    .unwrap();
+    assert_eq!(cfg.router.context_window_fallbacks["mini"], ["openai/gpt-4.1"]);
+    assert!(error_of("model_list:\n  - {model_name: \"openai/*\", litellm_params: {model: \"openai/*\"}}\nrouter_settings: {fallbacks: [{\"openai/x\": [groq/llama]}]}\n")
+        .contains("unknown fallback model group \"groq/llama\""));
+}
+
+#[test]
+fn a_provider_prefix_without_a_model_skips_the_deployment() {
+    let cfg = load("model_list:\n  - {model_name: dall-e-2, litellm_params: {model: azure/}}\n  - {model_name: x, litellm_params: {model: openai/}}\n").unwrap();
+    assert!(cfg.deployments.is_empty());
+    assert_eq!(
+        cfg.warnings,
+        [
+            "model_list[0].litellm_params.model: \"azure/\" names no model after the provider prefix; deployment \"dall-e-2\" is not served",
+            "model_list[1].litellm_params.model: \"openai/\" names no model after the provider prefix; deployment \"x\" is not served",
+        ]
+    );
+}
+
+#[test]
+fn numbers_may_use_yaml_1_1_digit_separators() {
+    let cfg = load(
+        "model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o, tpm: 20_000, rpm: \"1_000\", timeout: 1_0, input_cost_per_token: 0.000_001}}\nrouter_settings: {cooldown_time: 1_0, disable_cooldowns: yes}\n",
+    )
+    .unwrap();
+    let d = &cfg.deployments[0];
+    assert_eq!((d.tpm, d.rpm, d.timeout), (Some(20_000), Some(1_000), Some(Duration::from_secs(10))));
+    assert_eq!(d.pricing.input_cost_per_token, Some(0.000_001));
+    assert_eq!(cfg.router.cooldown_time, Duration::from_secs(10));
+    assert!(cfg.router.disable_cooldowns);
+}
+
+#[test]
+fn numbers_out_of_bounds_name_their_field() {
+    for (yaml, path) in [
+        ("model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o, rpm: 5000000000}}\n", "model_list[0].litellm_params.rpm: must be between 0 and 4294967295"),
+        ("model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o, max_parallel_requests: 5000000000}}\n", "model_list[0].litellm_params.max_parallel_requests: must be between 1 and 4294967295"),
+        ("model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o}, model_info: {input_cost_per_token: -1}}\n", "model_list[0].model_info.input_cost_per_token: must not be negative"),
+        ("general_settings: {max_request_size_mb: 1e9}\n", "general_settings.max_request_size_mb: must be more than 0 and at most 1024"),
+        ("event_log: {segment_mb: 0}\n", "event_log.segment_mb: must be more than 0"),
+        ("event_log: {queue_capacity: 0}\n", "event_log.queue_capacity: must be between 1 and 10000000"),
+        ("event_log: {kafka: {bootstrap_servers: x, partitions: 3000000000}}\n", "event_log.kafka.partitions: must be between 1 and 2147483647"),
+        ("router_settings: {allowed_fails: 5000000000}\n", "router_settings.allowed_fails: must be between 0 and 4294967295"),
+        ("router_settings: {allowed_fails_policy: {RateLimitErrorAllowedFails: 5000000000}}\n", "router_settings.allowed_fails_policy.RateLimitErrorAllowedFails: must be between"),
+        ("router_settings: {routing_strategy_args: {lowest_latency_buffer: -0.5}}\n", "router_settings.routing_strategy_args.lowest_latency_buffer: must not be negative"),
+        ("router_settings: {timeout: 1e12}\n", "router_settings.timeout: expected a number of seconds between 0 and 31536000"),
+        ("model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o, weight: .inf}}\n", "model_list[0].litellm_params.weight: expected a finite number"),
+    ] {
+        let err = error_of(yaml);
+        assert!(err.starts_with(path), "expected {path:?}, got {err:?}");
+    }
+    // LiteLLM keys whose large values are mistakes it accepts: capped, with a warning.
+    let cfg = load("model_list:\n  - {model_name: a, litellm_params: {model: gpt-4o, max_retries: 1000}}\nrouter_settings: {num_retries: 1000, retry_policy: {TimeoutErrorRetries: 1000}}\n").unwrap();
+    assert_eq!((cfg.deployments[0].max_retries, cfg.router.num_retries), (10, 20));
+    assert_eq!(cfg.router.retry_policy.get(crate::failure::ErrorClass::Timeout), Some(20));
+    assert!(
+        cfg.warnings
+            .contains(&"router_settings.num_retries: 1000 is more than Switchyard allows; capped at 20".to_string()),
+        "{:?}",
+        cfg.warnings
+    );
+}
+
+#[test]
+fn sections_with_every_key_commented_out_are_empty() {
+    let cfg = load("model_list:\n  - model_name: a\n    litellm_params: {model: gpt-4o}\n    model_info:\n      # id: x\ngeneral_settings:\n  # master_key: sk-1\nrouter_settings:\n").unwrap();
+    assert_eq!(cfg.model_groups(), ["a"]);
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+}
+
+#[test]
+fn the_event_log_path_is_relative_to_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("switchyard-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, "event_log: {path: events}\n").unwrap();
+    let from_file = Config::load(&file).map(|c| c.event_log.path);
+    std::fs::write(&file, "model_list: []\n").unwrap();
+    let default = Config::load(&file).map(|c| c.event_log.path);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(from_file.unwrap(), dir.join("events"));
+    assert_eq!(default.unwrap(), dir.join("data/events"));
+    // Without a file, relative to the working directory; the variable always is.
+    assert_eq!(load("event_log: {path: events}\n").unwrap().event_log.path, Path::new("events"));
+    let cfg = Config::from_yaml("event_log: {path: events}\n", &|name| {
+        (name == "SWITCHYARD_EVENT_LOG_PATH").then(|| "from-env".to_string())
+    })
+    .unwrap();
+    assert_eq!(cfg.event_log.path, Path::new("from-env"));
 }

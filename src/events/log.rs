@@ -10,18 +10,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// When appended records reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// After every batch of appends.
-    Always,
-    /// At most this long after an append.
-    Interval(Duration),
-    /// When the operating system decides (still flushed to the OS after every batch).
-    Never,
-}
+pub use crate::config::FsyncPolicy;
 
 pub struct SegmentLog {
     dir: PathBuf,

@@ -13,7 +13,6 @@ pub mod log;
 pub mod tail;
 pub mod types;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,43 +20,9 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
-use log::{FsyncPolicy, SegmentLog};
+pub use crate::config::{EventLogConfig, FsyncPolicy, KafkaConfig};
+use log::SegmentLog;
 pub use types::{DeploymentEvent, Envelope, Event, RequestEvent, ResponseEvent};
-
-/// `event_log`, validated.
-#[derive(Debug, Clone)]
-pub struct EventLogConfig {
-    /// False: events are not published at all.
-    pub enabled: bool,
-    pub kafka: Option<KafkaConfig>,
-    /// The embedded log's directory; with Kafka, the spool lives in `<path>/spool`.
-    pub path: PathBuf,
-    pub fsync: FsyncPolicy,
-    pub segment_bytes: u64,
-    pub queue_capacity: usize,
-    /// This instance's name in every event.
-    pub gateway_id: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct KafkaConfig {
-    pub bootstrap_servers: String,
-    pub topic_prefix: String,
-    pub partitions: i32,
-    pub replication_factor: i32,
-    /// Extra librdkafka properties, passed through.
-    pub producer: Vec<(String, String)>,
-}
-
-impl KafkaConfig {
-    pub fn events_topic(&self) -> String {
-        format!("{}.events", self.topic_prefix)
-    }
-
-    pub fn deployments_topic(&self) -> String {
-        format!("{}.deployments", self.topic_prefix)
-    }
-}
 
 /// Counters of the event pipeline, registered with the gateway's Prometheus registry.
 #[derive(Clone)]

@@ -200,6 +200,11 @@ pub async fn call(
     stream: bool,
     timeout: Duration,
 ) -> Result<UpstreamReply, UpstreamFailure> {
+    // A credential from an unset environment variable: fail like the upstream would without it
+    // (an authentication error: not retried, and the deployment cools down).
+    if let Some(message) = &d.unresolved_env {
+        return Err(UpstreamFailure::new(FailureKind::Status(401), message.clone()));
+    }
     let adapter = d.provider.adapter;
     let payload = adapter
         .encode_request(d, body, overrides)

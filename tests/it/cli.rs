@@ -28,7 +28,7 @@ fn a_bad_config_exits_non_zero_naming_the_field() {
     let cases = [
         ("model_list:\n  - model_name: x\n    litellm_params: {model: openai/x, rpm: lots}\n", "model_list[0].litellm_params.rpm"),
         ("router_settings: {routing_strategy: fastest}\n", "router_settings.routing_strategy"),
-        ("model_list:\n  - model_name: x\n    litellm_params: {model: openai/x, api_key: os.environ/SWITCHYARD_TEST_UNSET}\n", "SWITCHYARD_TEST_UNSET"),
+        ("general_settings: {master_key: os.environ/SWITCHYARD_TEST_UNSET}\n", "general_settings.master_key: environment variable SWITCHYARD_TEST_UNSET is not set"),
         ("model_list:\n  - model_name: x\n    litellm_params: {model: openai/x}\nrouter_settings: {fallbacks: [{x: [y]}]}\n", "router_settings.fallbacks.x"),
         ("pricing: {model_cost_map_path: a, surprise: 1}\n", "surprise"),
     ];
@@ -41,6 +41,28 @@ fn a_bad_config_exits_non_zero_naming_the_field() {
     }
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+}
+
+/// A config with several mistakes lists them all, one per line, so one restart fixes them all.
+#[test]
+fn every_config_problem_is_reported_at_once() {
+    let file = config_file(
+        "model_list:\n  - {model_name: a, litellm_params: {model: openai/a, rpm: lots}}\n  - {model_name: b, litellm_params: {model: openai/b}, model_info: {mode: chatty}}\nrouter_settings: {routing_strategy: fastest, fallbacks: [{b: [nowhere]}]}\nevent_log: {surprise: 1}\n",
+    );
+    let out = Command::new(BIN).arg("--config").arg(&file.0).arg("--port").arg("0").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let listed: Vec<&str> = stderr.lines().skip_while(|l| !l.ends_with("5 problems:")).skip(1).collect();
+    assert_eq!(listed.len(), 5, "{stderr}");
+    for (line, path) in listed.iter().zip([
+        "model_list[0].litellm_params.rpm: ",
+        "event_log.surprise: ",
+        "model_list[1].model_info.mode: ",
+        "router_settings.routing_strategy: ",
+        "router_settings.fallbacks.b: ",
+    ]) {
+        assert!(line.trim_start().starts_with(path), "expected {path:?} in {line:?}:\n{stderr}");
+    }
 }
 
 fn free_port() -> u16 {
@@ -129,6 +151,20 @@ model_list:
       model: groq/llama3-8b-8192
       api_base: http://127.0.0.1:{mock_port}/v1
       api_key: os.environ/GROQ_API_KEY
+  - model_name: deepseek
+    litellm_params:
+      model: deepseek/deepseek-chat
+      api_base: http://127.0.0.1:{mock_port}/v1
+      api_key: os.environ/SWITCHYARD_TEST_DEEPSEEK_KEY_UNSET
+  - model_name: dall-e-2
+    litellm_params:
+      model: azure/
+      api_base: http://127.0.0.1:{mock_port}
+  - model_name: gpt-4-azure
+    litellm_params:
+      model: azure/chatgpt-v-2
+      api_base: http://127.0.0.1:{mock_port}
+      tpm: 100_000
 litellm_settings:
   drop_params: True
   success_callback: ["langfuse"]
@@ -136,6 +172,7 @@ litellm_settings:
   request_timeout: 10
   set_verbose: False
   json_logs: true
+  fallbacks: [{{"groq-llama": ["gpt-4-azure", "gpt-3.5-turbo"]}}]
 router_settings:
   routing_strategy: usage-based-routing-v2
   redis_host: os.environ/REDIS_HOST
@@ -168,15 +205,37 @@ environment_variables:
             .unwrap();
         assert_eq!(resp.status(), 200, "{model}");
     }
+    // The deployment whose key variable is unset was kept; its calls fail, saying why.
+    let resp = client
+        .post(format!("http://127.0.0.1:{port}/chat/completions"))
+        .bearer_auth("sk-1234")
+        .json(&json!({"model": "deepseek", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "environment variable SWITCHYARD_TEST_DEEPSEEK_KEY_UNSET is not set (model_list[3].litellm_params.api_key)"
+        ),
+        "{body}"
+    );
     let log = gateway.kill();
     for warned in [
         "litellm_settings.success_callback",
         "general_settings.database_url",
         "router_settings.redis_host",
-        "provider \"azure\"",
+        "model_list[1].litellm_params.model: provider \"azure\"",
+        "model_list[3].litellm_params.api_key: environment variable SWITCHYARD_TEST_DEEPSEEK_KEY_UNSET is not set",
+        "model_list[4].litellm_params.model: \"azure/\" names no model after the provider prefix",
+        "litellm_settings.fallbacks.groq-llama: fallback model group \"gpt-4-azure\" is not served by this build",
     ] {
-        assert!(log.contains(warned), "expected a warning about {warned}:\n{log}");
+        assert_eq!(log.matches(warned).count(), 1, "expected one warning about {warned}:\n{log}");
     }
+    // stderr is not a terminal here: no colour codes in what ends up in log files.
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in a piped log:\n{log}");
 }
 
 /// SIGTERM: stop accepting, let the in-flight request finish, exit 0.
@@ -308,4 +367,53 @@ async fn embedded_events_survive_a_restart_and_tail_shows_them() {
     );
     assert!(printed.iter().all(|e| e["type"] == "response"));
     let _ = std::fs::remove_dir_all(events);
+}
+
+/// A relative `event_log.path` is relative to the config file, wherever the gateway and `tail`
+/// are started from.
+#[actix_web::test]
+async fn a_relative_event_log_path_is_relative_to_the_config_file() {
+    let root = std::env::temp_dir().join(format!("switchyard-relative-{}", uuid::Uuid::new_v4()));
+    let (config_dir, elsewhere) = (root.join("etc"), root.join("elsewhere"));
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let config = config_dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "model_list:\n  - model_name: g\n    litellm_params: {model: openai/m, mock_response: hi}\nevent_log: {path: events, fsync: always}\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let gateway = Running(Some(
+        Command::new(BIN)
+            .args(["--config", config.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string()])
+            .current_dir(&elsewhere)
+            .env_remove("SWITCHYARD_EVENT_LOG_PATH")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    wait_ready(port).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/chat/completions"))
+        .json(&json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let call_id = resp.headers()["x-litellm-call-id"].to_str().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &gateway.pid()]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || gateway.wait()).await.unwrap();
+    assert!(status.success());
+    assert!(config_dir.join("events").is_dir(), "no events beside the config");
+    assert!(!elsewhere.join("events").exists(), "events written relative to the working directory");
+    let out = Command::new(BIN)
+        .args(["tail", "--config", "../etc/config.yaml", "--type", "response"])
+        .current_dir(&elsewhere)
+        .env_remove("SWITCHYARD_EVENT_LOG_PATH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&call_id));
+    let _ = std::fs::remove_dir_all(root);
 }
