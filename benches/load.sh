@@ -198,6 +198,9 @@ wrk_run() {
     grep '^RESULT ' "$TMP/wrk-$1.txt" | sed 's/^RESULT //' || die "no RESULT from wrk on $1"
 }
 
+# The upstream's processes: the mock, or the fixed-answer nginx and its workers.
+upstream_pids() { echo "$MOCK_PID" $(pgrep -P "$MOCK_PID" || true); }
+
 # Measures one target: warm-up, the load (with CPU accounting), the 1-connection probe.
 # run target url proxy_pids...
 # Optional: AUX_PIDS (space-separated pids, e.g. a Kafka broker) adds aux_cpu_us_per_req;
@@ -211,12 +214,12 @@ measure() {
     if declare -F before_load >/dev/null; then before_load "$run" "$target"; fi
     read -r m0 t0 < <(machine_ticks)
     p0=$(proc_ticks "$@")
-    k0=$(proc_ticks "$MOCK_PID")
+    k0=$(proc_ticks $(upstream_pids))
     a0=$(proc_ticks ${AUX_PIDS:-})
     kv=$(wrk_run "$target-r$run" "$url" "$CONNS" "$DURATION")
     read -r m1 t1 < <(machine_ticks)
     p1=$(proc_ticks "$@")
-    k1=$(proc_ticks "$MOCK_PID")
+    k1=$(proc_ticks $(upstream_pids))
     a1=$(proc_ticks ${AUX_PIDS:-})
     for pair in $kv; do put "$run" "$target" "${pair%%=*}" "${pair#*=}"; done
     local reqs

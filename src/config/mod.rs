@@ -30,7 +30,7 @@ pub use deployment::{CustomPricing, DeploymentConfig, Mode};
 pub use event_log::{EventLogConfig, FsyncPolicy, KafkaConfig};
 pub use general::GeneralSettings;
 pub use raw::{duration_from_secs, parse_duration, MAX_DURATION};
-pub use router::{wildcard_matches, RouterSettings, Strategy};
+pub use router::{wildcard_matches, wildcard_upstream_model, RouterSettings, Strategy};
 
 /// One thing wrong with a config: the field path and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -115,6 +115,23 @@ pub fn wildcard_matches(pattern: &str, model: &str) -> bool {
     true
 }
 
+/// The model a wildcard deployment sends upstream for `requested`: its `litellm_params.model`
+/// with `*` replaced by what the `model_name` pattern's `*` matched (`model_name: "openai/*"`,
+/// `model: "openai/*"`: `openai/gpt-4o` is sent as `gpt-4o`; `model_name: "*"`: the whole name).
+/// A deployment whose model has no `*` always sends its own.
+pub fn wildcard_upstream_model(pattern: &str, upstream: &str, requested: &str) -> String {
+    if !upstream.contains('*') {
+        return upstream.to_string();
+    }
+    let captured = match pattern.split_once('*') {
+        Some((prefix, suffix)) if !suffix.contains('*') => {
+            requested.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(suffix)).unwrap_or(requested)
+        }
+        _ => requested,
+    };
+    upstream.replacen('*', captured, 1)
+}
+
 /// The group names `model_list` produced, for checking fallbacks and aliases.
 #[derive(Debug, Default)]
 pub(super) struct GroupNames {
@@ -450,6 +467,10 @@ mod tests {
 
     #[test]
     fn wildcards_match_any_run_of_characters() {
+        assert_eq!(wildcard_upstream_model("*", "*", "gpt-4o"), "gpt-4o");
+        assert_eq!(wildcard_upstream_model("openai/*", "*", "openai/gpt-4o"), "gpt-4o");
+        assert_eq!(wildcard_upstream_model("openai/*", "ft:*", "openai/gpt-4o"), "ft:gpt-4o");
+        assert_eq!(wildcard_upstream_model("*", "gpt-4o-mini", "anything"), "gpt-4o-mini");
         assert!(wildcard_matches("*", "gpt-4o"));
         assert!(wildcard_matches("*", ""));
         assert!(wildcard_matches("openai/*", "openai/gpt-4o"));

@@ -62,37 +62,41 @@ impl Gateway {
 }
 
 /// Mounts every route. A path called with a method it does not serve is a 405 with the OpenAI
-/// error body.
+/// error body. One resource per path: a resource with several paths is matched with a regex set,
+/// which the hot paths should not pay for.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let both = |path: &'static str| [path.to_string(), format!("/v1{path}")];
-    cfg.service(post(both("/chat/completions"), web::post().to(proxy::chat_completions)))
-        .service(post(both("/completions"), web::post().to(proxy::completions)))
-        .service(post(both("/embeddings"), web::post().to(proxy::embeddings)))
+    for prefix in ["", "/v1"] {
+        post(cfg, format!("{prefix}/chat/completions"), web::post().to(proxy::chat_completions));
+        post(cfg, format!("{prefix}/completions"), web::post().to(proxy::completions));
+        post(cfg, format!("{prefix}/embeddings"), web::post().to(proxy::embeddings));
         // OpenAI's engine-style path, which some clients still use: the path names the model.
-        .service(post(both("/engines/{model}/chat/completions"), web::post().to(proxy::chat_completions)))
-        .service(get(both("/models"), web::get().to(models::list)))
-        .service(get(both("/models/{model:.+}"), web::get().to(models::retrieve)))
-        .service(get(both("/model/info"), web::get().to(models::model_info)))
-        .service(get(both("/model_group/info"), web::get().to(models::model_group_info)))
-        .service(get(["/health/liveliness", "/health/liveness"], web::get().to(health::liveliness)))
-        .service(get(["/health/readiness"], web::get().to(health::readiness)))
-        .service(get(["/health"], web::get().to(health::health)))
-        .service(get(["/metrics", "/metrics/"], web::get().to(health::metrics)))
-        .service(get(["/"], web::get().to(health::liveliness)));
+        post(cfg, format!("{prefix}/engines/{{model}}/chat/completions"), web::post().to(proxy::chat_completions));
+        get(cfg, format!("{prefix}/models"), web::get().to(models::list));
+        get(cfg, format!("{prefix}/models/{{model:.+}}"), web::get().to(models::retrieve));
+        get(cfg, format!("{prefix}/model/info"), web::get().to(models::model_info));
+        get(cfg, format!("{prefix}/model_group/info"), web::get().to(models::model_group_info));
+    }
+    get(cfg, "/health/liveliness".into(), web::get().to(health::liveliness));
+    get(cfg, "/health/liveness".into(), web::get().to(health::liveliness));
+    get(cfg, "/health/readiness".into(), web::get().to(health::readiness));
+    get(cfg, "/health".into(), web::get().to(health::health));
+    get(cfg, "/metrics".into(), web::get().to(health::metrics));
+    get(cfg, "/metrics/".into(), web::get().to(health::metrics));
+    get(cfg, "/".into(), web::get().to(health::liveliness));
 }
 
-fn post<S: ToString, const N: usize>(paths: [S; N], route: actix_web::Route) -> actix_web::Resource {
-    let paths: Vec<String> = paths.iter().map(S::to_string).collect();
-    web::resource(paths).route(route).default_service(web::to(method_not_allowed))
+fn post(cfg: &mut web::ServiceConfig, path: String, route: actix_web::Route) {
+    cfg.service(web::resource(path).route(route).default_service(web::to(method_not_allowed)));
 }
 
-fn get<S: ToString, const N: usize>(paths: [S; N], route: actix_web::Route) -> actix_web::Resource {
-    let paths: Vec<String> = paths.iter().map(S::to_string).collect();
+fn get(cfg: &mut web::ServiceConfig, path: String, route: actix_web::Route) {
     // HEAD is answered wherever GET is, as HTTP expects.
-    web::resource(paths)
-        .route(route)
-        .route(web::head().to(HttpResponse::Ok))
-        .default_service(web::to(method_not_allowed))
+    cfg.service(
+        web::resource(path)
+            .route(route)
+            .route(web::head().to(HttpResponse::Ok))
+            .default_service(web::to(method_not_allowed)),
+    );
 }
 
 /// Unknown paths get the OpenAI error body too.

@@ -150,6 +150,7 @@ async fn admit(
     }
     Ok(CallRequest {
         endpoint,
+        model,
         group,
         input_tokens: estimate_tokens(prompt_bytes),
         body,

@@ -8,6 +8,9 @@
 use std::cell::OnceCell;
 use std::time::Duration;
 
+const PROXY_VARIABLES: &[&str] =
+    &["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
+
 thread_local! {
     static CLIENT: OnceCell<reqwest::Client> = const { OnceCell::new() };
 }
@@ -15,7 +18,13 @@ thread_local! {
 /// A pooled client: keep-alive connections reused across requests, HTTP/2 where the upstream
 /// offers it (ALPN), no global timeout (each call sets its own), no redirects.
 pub fn build() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    // The standard proxy variables are honoured (as LiteLLM's HTTP client does); without any,
+    // the client skips proxy matching on every request.
+    if !PROXY_VARIABLES.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty())) {
+        builder = builder.no_proxy();
+    }
+    builder
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)

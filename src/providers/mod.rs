@@ -67,11 +67,12 @@ pub trait Provider: Send + Sync + 'static {
     /// name.
     fn encode_request(
         &self,
-        d: &DeploymentConfig,
+        _d: &DeploymentConfig,
+        model: &str,
         body: &RequestBody,
         overrides: &[(&'static str, Value)],
     ) -> Result<Vec<u8>, serde_json::Error> {
-        body.encode(&d.upstream_model, overrides)
+        body.encode(model, overrides)
     }
 
     /// Rewrites a successful upstream body into OpenAI's shape; by default it already is.
@@ -189,11 +190,12 @@ pub enum ReplyBody {
     Stream(BoxStream<'static, Result<Bytes, reqwest::Error>>),
 }
 
-/// Sends one attempt to deployment `d`. `timeout` bounds the whole answer for non-stream calls
+/// Sends one attempt to deployment `d`, naming `model` upstream. `timeout` bounds the whole answer for non-stream calls
 /// and the wait for the response headers for streams (the stream then has its own idle timeout).
 pub async fn call(
     client: &reqwest::Client,
     d: &DeploymentConfig,
+    model: &str,
     endpoint: Endpoint,
     body: &RequestBody,
     overrides: &[(&'static str, Value)],
@@ -207,7 +209,7 @@ pub async fn call(
     }
     let adapter = d.provider.adapter;
     let payload = adapter
-        .encode_request(d, body, overrides)
+        .encode_request(d, model, body, overrides)
         .map_err(|e| UpstreamFailure::new(FailureKind::Malformed, e.to_string()))?;
     let request = adapter
         .authorize(client.post(d.urls.get(endpoint).clone()), d)

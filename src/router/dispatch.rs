@@ -24,6 +24,8 @@ use crate::providers::{self, Endpoint, ReplyBody, UpstreamReply};
 /// One client request, as the router needs it.
 pub struct CallRequest {
     pub endpoint: Endpoint,
+    /// The model the client named (a wildcard group serves it under this name).
+    pub model: String,
     /// The model group (aliases already resolved).
     pub group: String,
     /// The client's body, minus the gateway's own keys.
@@ -134,7 +136,9 @@ impl RouterHandle {
     pub async fn dispatch(&self, req: &CallRequest) -> Result<Dispatched, Failed> {
         let table = self.table();
         let mut progress = Progress::default();
-        let mut group = req.group.clone();
+        // The primary target is the client's own model name (it decides a wildcard group's
+        // upstream model); fallbacks are named by the config.
+        let mut group = req.model.clone();
         let mut fallback_list: Option<Vec<String>> = None;
         loop {
             let is_primary = progress.fallbacks == 0;
@@ -250,7 +254,7 @@ impl RouterHandle {
             let d = attempt.deployment().clone();
             progress.last_deployment = Some(d.clone());
             let started = Instant::now();
-            let result = self.attempt(attempt, group, req).await;
+            let result = self.attempt(attempt, group, name, req).await;
             let failure = match result {
                 Ok(served) => {
                     // A stream's own upstream time is counted by the relay, when it ends.
@@ -355,20 +359,37 @@ impl RouterHandle {
         Err(no_deployments(group, &cooling, s.enable_pre_call_checks, s.cooldown_time))
     }
 
-    /// One call to one deployment (with its own `max_retries` for retryable failures).
-    async fn attempt(&self, attempt: Attempt, group: &str, req: &CallRequest) -> Result<Dispatched, UpstreamFailure> {
+    /// One call to one deployment (with its own `max_retries` for retryable failures) for
+    /// `target`, the model name that led to `group`.
+    async fn attempt(
+        &self,
+        attempt: Attempt,
+        group: &str,
+        target: &str,
+        req: &CallRequest,
+    ) -> Result<Dispatched, UpstreamFailure> {
         let d = attempt.deployment().clone();
         let cfg = d.config();
+        let model = crate::config::wildcard_upstream_model(&cfg.model_name, &cfg.upstream_model, target);
         let mock = req.mock_response.as_deref().or(cfg.mock_response.as_deref());
         let result = match mock {
-            Some(text) => mock_reply(req, &cfg.upstream_model, text),
+            Some(text) => mock_reply(req, &model, text),
             None => {
                 let timeout = self.timeout_for(&d, req.stream, req.timeout, req.stream_timeout);
                 let client = providers::client::for_this_thread();
                 let mut extra_tries = cfg.max_retries;
                 loop {
-                    match providers::call(&client, cfg, req.endpoint, &req.body, &req.overrides, req.stream, timeout)
-                        .await
+                    match providers::call(
+                        &client,
+                        cfg,
+                        &model,
+                        req.endpoint,
+                        &req.body,
+                        &req.overrides,
+                        req.stream,
+                        timeout,
+                    )
+                    .await
                     {
                         Err(f) if f.is_retryable() && extra_tries > 0 => extra_tries -= 1,
                         other => break other,

@@ -30,7 +30,9 @@ impl RouterHandle {
     /// Checks every deployment, [`HEALTH_CHECK_CONCURRENCY`] at a time.
     pub async fn check_all(&self) -> HealthReport {
         let table = self.table();
-        let deployments: Vec<DeploymentHandle> = table.deployments().cloned().collect();
+        // A wildcard deployment (`model: openai/*`) has no one model to ask; it is not checked.
+        let deployments: Vec<DeploymentHandle> =
+            table.deployments().filter(|d| !d.config().upstream_model.contains('*')).cloned().collect();
         let results: Vec<Result<(), String>> = futures_util::stream::iter(deployments.iter().map(|d| self.check(d)))
             .buffered(HEALTH_CHECK_CONCURRENCY)
             .collect()
@@ -61,9 +63,18 @@ impl RouterHandle {
         };
         let body = RequestBody::from_value(&body).map_err(|e| e.to_string())?;
         let timeout = self.timeout_for(d, false, None, None).min(HEALTH_CHECK_TIMEOUT);
-        let reply = providers::call(&providers::client::for_this_thread(), cfg, endpoint, &body, &[], false, timeout)
-            .await
-            .map_err(|f| format!("{} ({})", f.message, f.status()))?;
+        let reply = providers::call(
+            &providers::client::for_this_thread(),
+            cfg,
+            &cfg.upstream_model,
+            endpoint,
+            &body,
+            &[],
+            false,
+            timeout,
+        )
+        .await
+        .map_err(|f| format!("{} ({})", f.message, f.status()))?;
         match reply.body {
             ReplyBody::Complete(bytes) => judge_answer(endpoint, &bytes),
             ReplyBody::Stream(_) => Ok(()),

@@ -35,6 +35,8 @@ pub struct RoutingTable {
     group_order: Vec<String>,
     /// alias → (group, hidden)
     aliases: HashMap<String, (String, bool)>,
+    /// Groups whose name is a pattern (`*`, `openai/*`), most specific (longest) first.
+    wildcards: Vec<String>,
 }
 
 impl RoutingTable {
@@ -42,12 +44,16 @@ impl RoutingTable {
         self.groups.get(name).map(Vec::as_slice)
     }
 
-    /// The group a client's `model` names: a group, or an alias of one.
+    /// The group a client's `model` names: a group, an alias of one, or else the most specific
+    /// wildcard group whose pattern matches it.
     pub fn resolve<'a>(&'a self, model: &'a str) -> Option<&'a str> {
         if self.groups.contains_key(model) {
             return Some(model);
         }
-        self.aliases.get(model).map(|(group, _)| group.as_str())
+        if let Some((group, _)) = self.aliases.get(model) {
+            return Some(group);
+        }
+        self.wildcards.iter().find(|p| crate::config::wildcard_matches(p, model)).map(String::as_str)
     }
 
     pub fn group_names(&self) -> &[String] {
@@ -205,10 +211,13 @@ impl RouterHandle {
                 Deployment::start(d.clone(), prices.price_for(d), max_input, policy, metrics.clone(), events.clone());
             groups.entry(d.model_name.clone()).or_default().push(handle);
         }
+        let mut wildcards: Vec<String> = groups.keys().filter(|g| g.contains('*')).cloned().collect();
+        wildcards.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         let table = RoutingTable {
             groups,
             group_order: config.model_groups().into_iter().map(str::to_string).collect(),
             aliases: settings.model_group_alias.clone(),
+            wildcards,
         };
         let table = Arc::new(ArcSwap::from_pointee(table));
         let addr = Router {

@@ -348,3 +348,37 @@ router_settings: {num_retries: 0, fallbacks: [{"broken": ["also-broken", "health
     );
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn wildcard_groups_route_any_matching_model_under_its_own_name() {
+    let gw = start(
+        r#"
+model_list:
+  - {model_name: "openai/*", litellm_params: {model: "openai/*", api_base: "{mock}"}}
+  - {model_name: "*", litellm_params: {model: "openai/*", api_base: "{mock}"}}
+  - {model_name: exact, litellm_params: {model: openai/exact-upstream, api_base: "{mock}"}}
+  - {model_name: broken, litellm_params: {model: openai/error-500, api_base: "{mock}"}}
+router_settings: {num_retries: 0, fallbacks: [{broken: ["some-other-model"]}]}
+"#,
+    )
+    .await;
+    let sent_model = |gw: &crate::support::Gateway| gw.mock.state.requests().pop().unwrap()["model"].clone();
+    let resp = gw.chat("gpt-4o-anything").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-litellm-model-group"), "*");
+    assert_eq!(sent_model(&gw), "gpt-4o-anything");
+    // The most specific pattern wins, and its `*` is what goes upstream.
+    let resp = gw.chat("openai/gpt-4o").await;
+    assert_eq!(header(&resp, "x-litellm-model-group"), "openai/*");
+    assert_eq!(sent_model(&gw), "gpt-4o");
+    // An exact group wins over every pattern.
+    let resp = gw.chat("exact").await;
+    assert_eq!(header(&resp, "x-litellm-model-group"), "exact");
+    assert_eq!(sent_model(&gw), "exact-upstream");
+    // A fallback to a name only a wildcard serves.
+    let resp = gw.chat("broken").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-litellm-attempted-fallbacks"), "1");
+    assert_eq!(sent_model(&gw), "some-other-model");
+    gw.stop().await;
+}
