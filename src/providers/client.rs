@@ -8,8 +8,7 @@
 use std::cell::OnceCell;
 use std::time::Duration;
 
-const PROXY_VARIABLES: &[&str] =
-    &["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
+const PROXY_VARIABLES: &[&str] = &["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
 
 thread_local! {
     static CLIENT: OnceCell<reqwest::Client> = const { OnceCell::new() };

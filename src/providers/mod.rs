@@ -190,18 +190,24 @@ pub enum ReplyBody {
     Stream(BoxStream<'static, Result<Bytes, reqwest::Error>>),
 }
 
-/// Sends one attempt to deployment `d`, naming `model` upstream. `timeout` bounds the whole answer for non-stream calls
-/// and the wait for the response headers for streams (the stream then has its own idle timeout).
-pub async fn call(
-    client: &reqwest::Client,
-    d: &DeploymentConfig,
-    model: &str,
-    endpoint: Endpoint,
-    body: &RequestBody,
-    overrides: &[(&'static str, Value)],
-    stream: bool,
-    timeout: Duration,
-) -> Result<UpstreamReply, UpstreamFailure> {
+/// One upstream call.
+pub struct Call<'a> {
+    pub deployment: &'a DeploymentConfig,
+    /// The model named upstream (a wildcard deployment's depends on the request).
+    pub model: &'a str,
+    pub endpoint: Endpoint,
+    pub body: &'a RequestBody,
+    /// Top-level keys to set on the upstream body.
+    pub overrides: &'a [(&'static str, Value)],
+    pub stream: bool,
+    /// Bounds the whole answer of a non-stream call, and the wait for a stream's headers (the
+    /// stream then has its own idle timeout).
+    pub timeout: Duration,
+}
+
+/// Sends one attempt.
+pub async fn call(client: &reqwest::Client, call: &Call<'_>) -> Result<UpstreamReply, UpstreamFailure> {
+    let &Call { deployment: d, model, endpoint, body, overrides, stream, timeout } = call;
     // A credential from an unset environment variable: fail like the upstream would without it
     // (an authentication error: not retried, and the deployment cools down).
     if let Some(message) = &d.unresolved_env {

@@ -379,18 +379,16 @@ impl RouterHandle {
                 let client = providers::client::for_this_thread();
                 let mut extra_tries = cfg.max_retries;
                 loop {
-                    match providers::call(
-                        &client,
-                        cfg,
-                        &model,
-                        req.endpoint,
-                        &req.body,
-                        &req.overrides,
-                        req.stream,
+                    let call = providers::Call {
+                        deployment: cfg,
+                        model: &model,
+                        endpoint: req.endpoint,
+                        body: &req.body,
+                        overrides: &req.overrides,
+                        stream: req.stream,
                         timeout,
-                    )
-                    .await
-                    {
+                    };
+                    match providers::call(&client, &call).await {
                         Err(f) if f.is_retryable() && extra_tries > 0 => extra_tries -= 1,
                         other => break other,
                     }

@@ -63,18 +63,18 @@ impl RouterHandle {
         };
         let body = RequestBody::from_value(&body).map_err(|e| e.to_string())?;
         let timeout = self.timeout_for(d, false, None, None).min(HEALTH_CHECK_TIMEOUT);
-        let reply = providers::call(
-            &providers::client::for_this_thread(),
-            cfg,
-            &cfg.upstream_model,
+        let call = providers::Call {
+            deployment: cfg,
+            model: &cfg.upstream_model,
             endpoint,
-            &body,
-            &[],
-            false,
+            body: &body,
+            overrides: &[],
+            stream: false,
             timeout,
-        )
-        .await
-        .map_err(|f| format!("{} ({})", f.message, f.status()))?;
+        };
+        let reply = providers::call(&providers::client::for_this_thread(), &call)
+            .await
+            .map_err(|f| format!("{} ({})", f.message, f.status()))?;
         match reply.body {
             ReplyBody::Complete(bytes) => judge_answer(endpoint, &bytes),
             ReplyBody::Stream(_) => Ok(()),
