@@ -171,6 +171,13 @@ def test_models_list(client: openai.OpenAI):
     assert "text-embedding-3-small" in ids
 
 
+def test_models_retrieve(client: openai.OpenAI):
+    model = client.models.retrieve("gpt-4o-mini")
+    assert model.id == "gpt-4o-mini" and model.object == "model"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
 # 6. errors, as the SDK's exception classes
 
 
