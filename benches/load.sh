@@ -4,7 +4,7 @@
 #   nginx-wN  nginx (N worker processes) reverse-proxying to the same mock (the baseline),
 #   gw-wN     Switchyard (--num_workers N) in front of the same mock,
 # then a summary table with the issue's targets (reported, never enforced):
-#   gateway req/s >= 0.5x nginx, p99 added latency <= 1 ms, RSS <= 64 MB,
+#   gateway req/s >= 0.8x nginx, gateway CPU per request <= 1.5x nginx's, p99 added latency, RSS <= 64 MB,
 # and the 1-vs-2-worker comparison ("the design scales with workers").
 #
 # Usage: benches/load.sh            (one run, about 2 minutes)
@@ -16,7 +16,8 @@
 # Knobs (environment): RUNS=1 DURATION=15 WARMUP=3 CONNS=32 THREADS=1 LIGHT=5 (1-connection
 #   latency probe, seconds; 0 skips it) MOCK_WORKERS=1 NO_BUILD=1 (use the existing binary)
 #   KEEP=1 (keep the temp dir with configs, logs and raw wrk output)
-#   UPSTREAM=nginx (the upstream is an nginx answering a fixed completion instead of the mock).
+#   UPSTREAM=nginx (the upstream is an nginx answering a fixed completion instead of the mock)
+#   BIN_BASE=path (also measure that build, 1 worker, as base-w1: before/after in one run).
 # Needs: wrk, nginx (nginx-light is enough), curl (optional smoke check), ss (optional).
 # Everything listens on 127.0.0.1 on ports picked here; everything started is stopped on exit.
 set -euo pipefail
@@ -239,22 +240,29 @@ measure() {
     fi
 }
 
-start_nginx() { # workers port -> pid in NGINX_PID
-    local dir=$TMP/nginx-w$1
-    mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-worker_processes $1;
+# The start of an nginx config: workers, its own dir (which must exist) for pid, logs and temp
+# files, and the http block opened. nginx_head dir workers
+nginx_head() {
+    cat <<EOF
+worker_processes $2;
 daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
+EOF
+}
+
+start_nginx() { # workers port -> pid in NGINX_PID
+    local dir=$TMP/nginx-w$1
+    mkdir -p "$dir/tmp"
+    { nginx_head "$dir" "$1"; cat <<EOF
     upstream mock {
         server 127.0.0.1:$MOCK_PORT;
         keepalive 64;
@@ -269,6 +277,7 @@ http {
     }
 }
 EOF
+    } >"$dir/nginx.conf"
     "$NGINX" -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" >"$TMP/nginx-w$1.log" 2>&1 &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
@@ -303,19 +312,7 @@ FIXED_ANSWER='{"id":"chatcmpl-fixed","object":"chat.completion","created":170000
 start_fixed_upstream() { # port -> pid in MOCK_PID
     local dir=$TMP/upstream
     mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+    { nginx_head "$dir" 1; cat <<EOF
     keepalive_requests 1000000;
     server {
         listen 127.0.0.1:$1 backlog=4096;
@@ -326,6 +323,7 @@ http {
     }
 }
 EOF
+    } >"$dir/nginx.conf"
     "$NGINX" -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" >"$TMP/upstream.log" 2>&1 &
     MOCK_PID=$!
 }
@@ -382,6 +380,19 @@ for run in $(seq "$RUNS"); do
         stop_pid "$GW_PID"
         forget_pid "$GW_PID"
     done
+
+    # BIN_BASE: the same load on another build (e.g. before a change), 1 worker, same run.
+    if [[ -n ${BIN_BASE:-} ]]; then
+        port=$(pick_port)
+        after_bin=$BIN
+        BIN=$BIN_BASE
+        start_gateway 1 "$port" base-w1
+        BIN=$after_bin
+        smoke "http://127.0.0.1:$port/v1/chat/completions" base-w1
+        measure "$run" base-w1 "http://127.0.0.1:$port/v1/chat/completions" "$GW_PID"
+        stop_pid "$GW_PID"
+        forget_pid "$GW_PID"
+    fi
 done
 
 # ---------------------------------------------------------------------------------- summary
@@ -397,12 +408,13 @@ awk -F'\t' -v runs="$RUNS" -v conns="$CONNS" -v light="$LIGHT" '
     function ms(us) { return us < 0 ? "-" : sprintf("%.2f", us / 1000) }
     function met(ok) { return ok ? "MET" : "NOT MET" }
     END {
-        split("direct nginx-w1 nginx-w2 gw-w1 gw-w2", T, " ")
+        nt = split("direct nginx-w1 nginx-w2 gw-w1 gw-w2 base-w1", T, " ")
         printf "Medians of %d run(s); %d connections; latency in ms.\n\n", runs, conns
         printf "| target | req/s | p50 | p99 | p99.9 | 1-conn p50 | 1-conn p99 | overhead hdr p50 / p99 | proxy CPU us/req | mock CPU us/req | machine busy |\n"
         printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-        for (i = 1; i <= 5; i++) {
+        for (i = 1; i <= nt; i++) {
             t = T[i]
+            if (g(t, "rps") < 0) continue
             ovh = (g(t, "ovh_n") > 0) ? sprintf("%.3f / %.3f", g(t, "ovh_p50_ms"), g(t, "ovh_p99_ms")) : "-"
             printf "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s%% |\n", t, g(t, "rps"), ms(g(t, "p50_us")), ms(g(t, "p99_us")),
                 ms(g(t, "p999_us")), ms(g(t, "c1_p50_us")), ms(g(t, "c1_p99_us")), ovh,
@@ -415,7 +427,9 @@ awk -F'\t' -v runs="$RUNS" -v conns="$CONNS" -v light="$LIGHT" '
         for (w = 1; w <= 2; w++) {
             gw = "gw-w" w; ng = "nginx-w" w
             r = g(gw, "rps") / g(ng, "rps")
-            printf "  req/s gateway/nginx, %d worker(s): %.2f (target >= 0.50: %s)\n", w, r, met(r >= 0.5)
+            printf "  req/s gateway/nginx, %d worker(s): %.2f (target >= 0.80: %s)\n", w, r, met(r >= 0.8)
+            c = g(gw, "proxy_cpu_us_per_req") / g(ng, "proxy_cpu_us_per_req")
+            printf "  CPU per request gateway/nginx, %d worker(s): %.2f (target <= 1.50: %s)\n", w, c, met(c <= 1.5)
         }
         for (w = 1; w <= 2; w++) {
             gw = "gw-w" w
@@ -436,4 +450,8 @@ awk -F'\t' -v runs="$RUNS" -v conns="$CONNS" -v light="$LIGHT" '
             g("gw-w2", "rps") / g("gw-w1", "rps"), g("nginx-w2", "rps") / g("nginx-w1", "rps")
         printf "Proxy CPU per request (us): gateway %s / %s, nginx %s / %s (1 / 2 workers)\n",
             g("gw-w1", "proxy_cpu_us_per_req"), g("gw-w2", "proxy_cpu_us_per_req"), g("nginx-w1", "proxy_cpu_us_per_req"), g("nginx-w2", "proxy_cpu_us_per_req")
+        if (g("base-w1", "rps") > 0)
+            printf "Before (BIN_BASE) -> after, 1 worker: req/s %.0f -> %.0f (%.2fx nginx -> %.2fx), CPU per request %s -> %s us\n",
+                g("base-w1", "rps"), g("gw-w1", "rps"), g("base-w1", "rps") / g("nginx-w1", "rps"), g("gw-w1", "rps") / g("nginx-w1", "rps"),
+                g("base-w1", "proxy_cpu_us_per_req"), g("gw-w1", "proxy_cpu_us_per_req")
     }' "$MED"

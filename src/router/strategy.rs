@@ -38,7 +38,7 @@ pub struct Need {
 
 /// Whether a deployment has room this minute for a request of `input_tokens`.
 pub fn within_limits(c: &Candidate, input_tokens: u64) -> bool {
-    c.tpm.is_none_or(|tpm| c.tokens_this_minute + input_tokens <= tpm)
+    c.tpm.is_none_or(|tpm| c.tokens_this_minute.saturating_add(input_tokens) <= tpm)
         && c.rpm.is_none_or(|rpm| c.requests_this_minute < rpm)
 }
 

@@ -238,27 +238,45 @@ environment_variables:
     assert!(!log.contains('\u{1b}'), "ANSI escape codes in a piped log:\n{log}");
 }
 
-/// SIGTERM: stop accepting, let the in-flight request finish, exit 0.
-#[actix_web::test]
-async fn sigterm_lets_in_flight_requests_finish() {
+/// A mock upstream and, in front of it, a gateway serving `models` (model group, mock model).
+struct MockedGateway {
+    gateway: Running,
+    port: u16,
+    _mock: Running,
+    _config: TempConfig,
+}
+
+async fn mocked_gateway(models: &[(&str, &str)], graceful_timeout: &str) -> MockedGateway {
     let mock_port = free_port();
-    let _mock = spawn(&["mock-upstream", "--port", &mock_port.to_string()]);
-    let file = config_file(&format!(
-        "model_list:\n  - model_name: slow\n    litellm_params: {{model: openai/slow-1000ms, api_base: 'http://127.0.0.1:{mock_port}/v1'}}\n"
-    ));
+    let mock = spawn(&["mock-upstream", "--port", &mock_port.to_string()]);
+    let mut yaml = String::from("model_list:\n");
+    for (group, model) in models {
+        yaml.push_str(&format!(
+            "  - model_name: {group}\n    litellm_params: {{model: openai/{model}, api_base: 'http://127.0.0.1:{mock_port}/v1'}}\n"
+        ));
+    }
+    let config = config_file(&yaml);
     let port = free_port();
+    let path = config.0.to_str().unwrap().to_string();
     let gateway = spawn(&[
         "--config",
-        file.0.to_str().unwrap(),
+        &path,
         "--host",
         "127.0.0.1",
         "--port",
         &port.to_string(),
         "--graceful-timeout",
-        "10",
+        graceful_timeout,
     ]);
     wait_ready(port).await;
     wait_ready(mock_port).await;
+    MockedGateway { gateway, port, _mock: mock, _config: config }
+}
+
+/// SIGTERM: stop accepting, let the in-flight request finish, exit 0.
+#[actix_web::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let MockedGateway { gateway, port, _mock, _config } = mocked_gateway(&[("slow", "slow-1000ms")], "10").await;
     let request = tokio::spawn(async move {
         reqwest::Client::new()
             .post(format!("http://127.0.0.1:{port}/chat/completions"))
@@ -282,24 +300,8 @@ async fn sigterm_lets_in_flight_requests_finish() {
 /// grace period.
 #[actix_web::test]
 async fn sigterm_with_streams_open() {
-    let mock_port = free_port();
-    let _mock = spawn(&["mock-upstream", "--port", &mock_port.to_string()]);
-    let file = config_file(&format!(
-        "model_list:\n  - model_name: slow\n    litellm_params: {{model: openai/stream-delay-200ms, api_base: 'http://127.0.0.1:{mock_port}/v1'}}\n  - model_name: stalled\n    litellm_params: {{model: openai/stall, api_base: 'http://127.0.0.1:{mock_port}/v1'}}\n"
-    ));
-    let port = free_port();
-    let gateway = spawn(&[
-        "--config",
-        file.0.to_str().unwrap(),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--graceful-timeout",
-        "60",
-    ]);
-    wait_ready(port).await;
-    wait_ready(mock_port).await;
+    let MockedGateway { gateway, port, _mock, _config } =
+        mocked_gateway(&[("slow", "stream-delay-200ms"), ("stalled", "stall")], "60").await;
     let url = format!("http://127.0.0.1:{port}/chat/completions");
     let body = |model: &str| json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     // A client that opens a stalled stream and goes away.
