@@ -75,16 +75,6 @@ impl Running {
     }
 }
 
-/// Browsers may call from `origins` (`*`: any), with any method and header, and read every
-/// response header (the `x-litellm-*` ones included).
-fn cors(origins: &[String]) -> actix_cors::Cors {
-    let cors = actix_cors::Cors::default().allow_any_method().allow_any_header().expose_any_header().max_age(3600);
-    if origins.iter().any(|o| o == "*") {
-        return cors.allow_any_origin();
-    }
-    origins.iter().fold(cors, |cors, origin| cors.allowed_origin(origin))
-}
-
 /// Starts the actors and the HTTP server on `listener`. Must run inside an actix system.
 pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Result<Running, StartError> {
     for warning in &config.warnings {
@@ -103,10 +93,11 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
     let router = RouterHandle::start(config, &prices, metrics.clone(), events.clone());
     let gateway =
         web::Data::new(Gateway::new(router.clone(), metrics, events.clone(), &config.general, opts.body_timeout));
-    let origins = opts.cors_origins.clone();
+    let cors = http::cors::CorsPolicy::new(&opts.cors_origins);
     let mut server = HttpServer::new(move || {
+        let cors = cors.clone();
         App::new()
-            .wrap(cors(&origins))
+            .wrap(actix_web::middleware::from_fn(move |req, next| http::cors::middleware(cors.clone(), req, next)))
             .app_data(gateway.clone())
             .configure(http::configure)
             .default_service(web::to(http::not_found))

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
+use actix_web::http::header::HeaderValue;
 use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
@@ -161,6 +162,7 @@ impl Deployment {
             .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm)));
         let ctx = Context::new();
         let series = metrics.deployment(&config);
+        let (id_header, api_base_header) = (header_value(&config.id), header_value(&config.api_base));
         let handle = DeploymentHandle {
             inner: Arc::new(Inner {
                 config,
@@ -173,6 +175,8 @@ impl Deployment {
                 pending_successes: Mutex::new(Vec::new()),
                 addr: ctx.address(),
                 series,
+                id_header,
+                api_base_header,
                 metrics: metrics.clone(),
             }),
         };
@@ -180,6 +184,12 @@ impl Deployment {
         ctx.run(actor);
         handle
     }
+}
+
+/// A header value for a config string (ids and URLs are valid header text; anything else shows
+/// as `invalid` rather than failing the answer).
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// Requests and tokens in the current UTC minute (LiteLLM's rpm/tpm accounting).
@@ -236,6 +246,9 @@ struct Inner {
     addr: Addr<Deployment>,
     /// This deployment's metric series, bound once.
     series: DeploymentSeries,
+    /// Its `x-litellm-model-id` and `x-litellm-model-api-base` answer headers, built once.
+    id_header: HeaderValue,
+    api_base_header: HeaderValue,
     metrics: Arc<Metrics>,
 }
 
@@ -252,6 +265,14 @@ impl DeploymentHandle {
 
     pub fn id(&self) -> &str {
         &self.inner.config.id
+    }
+
+    pub fn id_header(&self) -> &HeaderValue {
+        &self.inner.id_header
+    }
+
+    pub fn api_base_header(&self) -> &HeaderValue {
+        &self.inner.api_base_header
     }
 
     pub fn series(&self) -> &DeploymentSeries {

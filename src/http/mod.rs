@@ -2,6 +2,7 @@
 //! with and without `/v1` as LiteLLM does.
 
 mod auth;
+pub mod cors;
 mod health;
 mod models;
 mod proxy;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::{Map, Value};
 
 use super::record::{Finished, Recorder, Trace};
@@ -198,17 +198,7 @@ fn client_wants_usage(call: &CallRequest) -> bool {
 fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) -> HttpResponse {
     let Dispatched { deployment, group, headers: upstream_headers, reply, retries, fallbacks, attempts, upstream_time } =
         served;
-    let mut builder = HttpResponse::Ok();
-    for (name, value) in &upstream_headers {
-        if let Some(echoed) = echoed_header(name.as_str()) {
-            if let (Ok(n), Ok(v)) =
-                (HeaderName::from_bytes(echoed.as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
-            {
-                builder.insert_header((n, v));
-            }
-        }
-    }
-    let headers = Headers {
+    let mut headers = Headers {
         trace: &trace,
         deployment: Some(&deployment),
         group: Some(&group),
@@ -217,11 +207,12 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
         max_fallbacks: gw.router.max_fallbacks(),
         total: trace.started.elapsed(),
         upstream: upstream_time,
+        cost: None,
     };
-    match reply {
+    let mut resp = match reply {
         Reply::Complete { body, usage, finish_reason } => {
             let cost = deployment.price().map(|p| p.cost(&usage));
-            headers.apply(&mut builder, cost);
+            headers.cost = cost;
             let response = if gw.recorder.store_prompts { serde_json::from_slice(&body).ok() } else { None };
             gw.recorder.finish(
                 &trace,
@@ -243,17 +234,15 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
                     upstream_time,
                 },
             );
-            builder.insert_header((CONTENT_TYPE, "application/json")).body(body)
+            HttpResponse::Ok().insert_header((CONTENT_TYPE, "application/json")).body(body)
         }
         Reply::Stream { events, attempt } => {
-            let headers = Headers { upstream: upstream_time + attempt.started().elapsed(), ..headers };
-            headers.apply(&mut builder, None);
+            headers.upstream = upstream_time + attempt.started().elapsed();
             let idle = gw.router.timeout_for(&deployment, true, call.timeout, call.stream_timeout);
-            let recorder = gw.recorder.clone();
             let ended = StreamEnd {
-                recorder,
-                trace,
-                group,
+                recorder: gw.recorder.clone(),
+                trace: trace.clone(),
+                group: group.clone(),
                 attempt,
                 retries,
                 fallbacks,
@@ -263,13 +252,25 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
             };
             let relay =
                 Relay::new(events, !client_wants_usage(call), idle, Box::new(move |summary| ended.finish(summary)));
-            builder
+            HttpResponse::Ok()
                 .insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header((CACHE_CONTROL, "no-cache"))
-                .insert_header(("x-accel-buffering", "no"))
+                .insert_header((HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")))
                 .streaming(relay)
         }
+    };
+    let out = resp.headers_mut();
+    for (name, value) in &upstream_headers {
+        if let Some(echoed) = echoed_header(name.as_str()) {
+            if let (Ok(n), Ok(v)) =
+                (HeaderName::from_bytes(echoed.as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
+            {
+                out.insert(n, v);
+            }
+        }
     }
+    headers.write(out);
+    resp
 }
 
 /// What a stream needs to report itself when it ends (or is abandoned).
@@ -354,8 +355,9 @@ fn failure(gw: &Gateway, trace: &Trace, failed: Failed) -> HttpResponse {
         max_fallbacks: gw.router.max_fallbacks(),
         total: trace.started.elapsed(),
         upstream: upstream_time,
+        cost: None,
     };
-    headers.apply_to(resp.headers_mut(), None);
+    headers.write(resp.headers_mut());
     resp
 }
 
@@ -378,47 +380,46 @@ struct Headers<'a> {
     max_fallbacks: usize,
     total: Duration,
     upstream: Duration,
+    /// The answer's cost (complete answers only).
+    cost: Option<f64>,
 }
 
 impl Headers<'_> {
-    fn pairs(&self, cost: Option<f64>) -> Vec<(&'static str, HeaderValue)> {
-        let mut out = vec![
-            ("x-litellm-call-id", header_value(&self.trace.call_id)),
-            ("x-litellm-version", HeaderValue::from_static(env!("CARGO_PKG_VERSION"))),
-            ("x-litellm-response-duration-ms", header_value(&ms(self.total))),
-            ("x-litellm-overhead-duration-ms", header_value(&ms(self.total.saturating_sub(self.upstream)))),
-            ("x-litellm-attempted-retries", header_value(&self.retries.to_string())),
-            ("x-litellm-attempted-fallbacks", header_value(&self.fallbacks.to_string())),
-            ("x-litellm-max-fallbacks", header_value(&self.max_fallbacks.to_string())),
-        ];
+    /// Sets LiteLLM's headers on an answer. Names are static and numbers are formatted without
+    /// going through floats or `String`s: this runs for every answer.
+    fn write(&self, out: &mut HeaderMap) {
+        let mut set = |name: &'static str, value: HeaderValue| {
+            out.insert(HeaderName::from_static(name), value);
+        };
+        set("x-litellm-call-id", header_value(&self.trace.call_id));
+        set("x-litellm-version", HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
+        set("x-litellm-response-duration-ms", ms(self.total));
+        set("x-litellm-overhead-duration-ms", ms(self.total.saturating_sub(self.upstream)));
+        set("x-litellm-attempted-retries", HeaderValue::from(self.retries));
+        set("x-litellm-attempted-fallbacks", HeaderValue::from(self.fallbacks));
+        set("x-litellm-max-fallbacks", HeaderValue::from(self.max_fallbacks));
         if let Some(group) = self.group {
-            out.push(("x-litellm-model-group", header_value(group)));
+            set("x-litellm-model-group", header_value(group));
         }
         if let Some(d) = self.deployment {
-            out.push(("x-litellm-model-id", header_value(d.id())));
-            out.push(("x-litellm-model-api-base", header_value(&d.config().api_base)));
+            set("x-litellm-model-id", d.id_header().clone());
+            set("x-litellm-model-api-base", d.api_base_header().clone());
         }
-        if let Some(cost) = cost {
-            out.push(("x-litellm-response-cost", header_value(&cost.to_string())));
-        }
-        out
-    }
-
-    fn apply(&self, builder: &mut HttpResponseBuilder, cost: Option<f64>) {
-        for (name, value) in self.pairs(cost) {
-            builder.insert_header((name, value));
-        }
-    }
-
-    fn apply_to(&self, headers: &mut actix_web::http::header::HeaderMap, cost: Option<f64>) {
-        for (name, value) in self.pairs(cost) {
-            headers.insert(HeaderName::from_static(name), value);
+        if let Some(cost) = self.cost {
+            set("x-litellm-response-cost", header_value(&cost.to_string()));
         }
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
+/// Milliseconds with three decimals (`12.345`), from whole microseconds.
+fn ms(d: Duration) -> HeaderValue {
+    use std::io::Write;
+    let micros = d.as_micros();
+    let mut buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{}.{:03}", micros / 1000, micros % 1000);
+    let len = cursor.position() as usize;
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("0.000"))
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -446,6 +447,13 @@ fn echoed_header(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_milliseconds_with_three_decimals() {
+        assert_eq!(ms(Duration::from_micros(12_345)), "12.345");
+        assert_eq!(ms(Duration::from_micros(7)), "0.007");
+        assert_eq!(ms(Duration::from_secs(3600)), "3600000.000");
+    }
 
     #[test]
     fn echoes_upstream_headers_but_not_hop_by_hop_ones() {
