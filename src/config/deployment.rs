@@ -11,10 +11,10 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use super::env::MissingVar;
+use super::providers::{self, EndpointUrls, ProviderSpec};
 use super::raw::{Extra, RawDeployment};
 use super::router::GroupNames;
 use super::Validator;
-use crate::providers::{self, EndpointUrls, ProviderSpec};
 
 /// What an endpoint of a deployment is for (`model_info.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +220,7 @@ impl Validator<'_> {
             return Entry::Broken(Some(model_name));
         };
         let url_base = if api_base_var.is_some() { UNRESOLVED_API_BASE } else { api_base.as_str() };
-        let urls = match EndpointUrls::new(provider.adapter, url_base) {
+        let urls = match EndpointUrls::new(url_base) {
             Ok(urls) => Some(urls),
             Err(e) => {
                 self.problem(at("litellm_params.api_base"), e);

@@ -13,6 +13,7 @@ mod deployment;
 mod env;
 mod event_log;
 mod general;
+pub mod providers;
 pub mod raw;
 mod router;
 
@@ -29,6 +30,7 @@ use raw::{Extra, RawConfig};
 pub use deployment::{CustomPricing, DeploymentConfig, Mode};
 pub use event_log::{EventLogConfig, FsyncPolicy, KafkaConfig};
 pub use general::GeneralSettings;
+pub use providers::{EndpointUrls, ProviderSpec};
 pub use raw::{duration_from_secs, parse_duration, MAX_DURATION};
 pub use router::{wildcard_matches, wildcard_upstream_model, RouterSettings, Strategy};
 

@@ -7,6 +7,38 @@ pub mod sse;
 
 use serde::Deserialize;
 
+/// The OpenAI endpoints the gateway proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path under the upstream's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+        }
+    }
+
+    /// LiteLLM's `call_type` for this endpoint.
+    pub fn call_type(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "acompletion",
+            Self::Completions => "atext_completion",
+            Self::Embeddings => "aembedding",
+        }
+    }
+
+    pub fn supports_stream(self) -> bool {
+        !matches!(self, Self::Embeddings)
+    }
+}
+
 /// Token counts of one call, normalized across providers (serialized as in the response event).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TokenUsage {

@@ -1,5 +1,6 @@
-//! Upstream APIs: one [`Provider`] adapter per wire format, and [`ProviderSpec`]s naming the
-//! `litellm_params.model` prefixes each adapter serves.
+//! Upstream APIs: one [`Provider`] adapter per wire format ([`Family`]). Which
+//! `litellm_params.model` prefixes exist, their default bases and key variables, and which family
+//! each speaks, is configuration ([`crate::config::providers`]).
 //!
 //! An adapter turns an OpenAI-shaped request into the upstream's HTTP request and the upstream's
 //! answer back into OpenAI's shape. The OpenAI-compatible family ([`openai`]) passes bodies
@@ -16,49 +17,14 @@ use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+use crate::config::providers::Family;
 use crate::config::DeploymentConfig;
 use crate::failure::{FailureKind, UpstreamFailure};
 use crate::openai::request::RequestBody;
-
-/// The OpenAI endpoints the gateway proxies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    ChatCompletions,
-    Completions,
-    Embeddings,
-}
-
-impl Endpoint {
-    /// The path under the upstream's base URL.
-    pub fn path(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Completions => "/completions",
-            Self::Embeddings => "/embeddings",
-        }
-    }
-
-    /// LiteLLM's `call_type` for this endpoint.
-    pub fn call_type(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "acompletion",
-            Self::Completions => "atext_completion",
-            Self::Embeddings => "aembedding",
-        }
-    }
-
-    pub fn supports_stream(self) -> bool {
-        !matches!(self, Self::Embeddings)
-    }
-}
+pub use crate::openai::Endpoint;
 
 /// One upstream wire format.
 pub trait Provider: Send + Sync + 'static {
-    /// The upstream URL of `endpoint` under `api_base`; parsed once, when the config is read.
-    fn endpoint_url(&self, api_base: &str, endpoint: Endpoint) -> String {
-        format!("{}{}", api_base.trim_end_matches('/'), endpoint.path())
-    }
-
     /// Adds the deployment's credentials to an upstream request.
     fn authorize(&self, request: reqwest::RequestBuilder, d: &DeploymentConfig) -> reqwest::RequestBuilder;
 
@@ -81,100 +47,10 @@ pub trait Provider: Send + Sync + 'static {
     }
 }
 
-/// A `litellm_params.model` prefix and what serves it.
-pub struct ProviderSpec {
-    pub name: &'static str,
-    pub default_api_base: Option<&'static str>,
-    /// Environment variables holding the key when the config has none (LiteLLM's names).
-    pub api_key_env: &'static [&'static str],
-    pub api_base_env: &'static [&'static str],
-    pub adapter: &'static dyn Provider,
-}
-
-impl std::fmt::Debug for ProviderSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name)
-    }
-}
-
-/// The spec for a provider prefix, if this build serves it.
-pub fn spec(name: &str) -> Option<&'static ProviderSpec> {
-    openai::SPECS.iter().find(|s| s.name == name)
-}
-
-/// Splits `groq/llama-3.1-8b` into (`groq`, `llama-3.1-8b`). A model without a known prefix is
-/// OpenAI's, as in LiteLLM (`gpt-4o`, or `ft:gpt-4o:org::id`).
-pub fn split_model(model: &str) -> (&str, &str) {
-    match model.split_once('/') {
-        Some((prefix, rest)) if is_provider_prefix(prefix) => (prefix, rest),
-        _ => ("openai", model),
-    }
-}
-
-/// Prefixes LiteLLM knows, served here or not, so `azure/x` is not mistaken for an OpenAI model
-/// called `azure/x`.
-fn is_provider_prefix(prefix: &str) -> bool {
-    spec(prefix).is_some()
-        || matches!(
-            prefix,
-            "azure"
-                | "azure_ai"
-                | "anthropic"
-                | "gemini"
-                | "vertex_ai"
-                | "bedrock"
-                | "cohere"
-                | "ollama"
-                | "ollama_chat"
-                | "huggingface"
-                | "replicate"
-                | "sagemaker"
-                | "watsonx"
-                | "databricks"
-                | "cerebras"
-                | "sambanova"
-                | "nvidia_nim"
-                | "cloudflare"
-                | "ai21"
-                | "voyage"
-                | "jina_ai"
-                | "lm_studio"
-                | "github"
-                | "litellm_proxy"
-        )
-}
-
-/// A deployment's upstream URL per endpoint, parsed once.
-#[derive(Debug, Clone)]
-pub struct EndpointUrls {
-    chat_completions: reqwest::Url,
-    completions: reqwest::Url,
-    embeddings: reqwest::Url,
-}
-
-impl EndpointUrls {
-    pub fn new(adapter: &dyn Provider, api_base: &str) -> Result<Self, String> {
-        let parse = |endpoint: Endpoint| {
-            let url = adapter.endpoint_url(api_base, endpoint);
-            let parsed = reqwest::Url::parse(&url).map_err(|e| format!("not a valid URL ({url}): {e}"))?;
-            match parsed.scheme() {
-                "http" | "https" => Ok(parsed),
-                other => Err(format!("unsupported scheme {other:?} in {url}")),
-            }
-        };
-        Ok(Self {
-            chat_completions: parse(Endpoint::ChatCompletions)?,
-            completions: parse(Endpoint::Completions)?,
-            embeddings: parse(Endpoint::Embeddings)?,
-        })
-    }
-
-    pub fn get(&self, endpoint: Endpoint) -> &reqwest::Url {
-        match endpoint {
-            Endpoint::ChatCompletions => &self.chat_completions,
-            Endpoint::Completions => &self.completions,
-            Endpoint::Embeddings => &self.embeddings,
-        }
+/// The adapter for a wire format.
+pub fn adapter(family: Family) -> &'static dyn Provider {
+    match family {
+        Family::OpenAi => &openai::OpenAi,
     }
 }
 
@@ -213,7 +89,7 @@ pub async fn call(client: &reqwest::Client, call: &Call<'_>) -> Result<UpstreamR
     if let Some(message) = &d.unresolved_env {
         return Err(UpstreamFailure::new(FailureKind::Status(401), message.clone()));
     }
-    let adapter = d.provider.adapter;
+    let adapter = adapter(d.provider.family);
     let payload = adapter
         .encode_request(d, model, body, overrides)
         .map_err(|e| UpstreamFailure::new(FailureKind::Malformed, e.to_string()))?;
@@ -319,17 +195,6 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_known_prefixes_only() {
-        assert_eq!(split_model("groq/llama-3.1-8b-instant"), ("groq", "llama-3.1-8b-instant"));
-        assert_eq!(split_model("gpt-4o"), ("openai", "gpt-4o"));
-        assert_eq!(split_model("openrouter/anthropic/claude-3.5"), ("openrouter", "anthropic/claude-3.5"));
-        assert_eq!(split_model("azure/gpt-4o-eu"), ("azure", "gpt-4o-eu"));
-        assert_eq!(split_model("meta-llama/Llama-3-8b"), ("openai", "meta-llama/Llama-3-8b"));
-        assert!(spec("azure").is_none());
-        assert_eq!(spec("vercel_ai_gateway").unwrap().default_api_base, Some("https://ai-gateway.vercel.sh/v1"));
-    }
 
     #[test]
     fn reads_retry_after_seconds_and_dates() {
