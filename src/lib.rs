@@ -3,14 +3,19 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: LiteLLM's `config.yaml` → a validated [`config::Config`]; errors name the field.
-//! - [`http`]: thin actix-web handlers, one file per endpoint family, and the stream relay.
+//! - [`config`]: LiteLLM's `config.yaml` → a validated [`config::Config`], one file per section;
+//!   every problem is reported at once, each naming its field. The provider catalog (prefixes,
+//!   default bases, key variables) is configuration too (`config::providers`).
+//! - [`http`]: thin actix-web handlers, one file per endpoint family, CORS, and the stream relay.
 //! - [`router`]: the routing table (owned by the `Router` actor, read through `ArcSwap`), pure
-//!   strategies, retry/fallback planning, and dispatch of one request.
+//!   strategies, retry/fallback planning, dispatch of one request, and the `Attempt` guard that
+//!   holds a deployment slot until its outcome is settled.
 //! - [`deployment`]: one actor per deployment owning its health (cooldown, rolling outcomes,
 //!   latency), with a pure state machine in `deployment::health`.
-//! - [`providers`]: one adapter per upstream wire format (OpenAI and its compatible family).
-//! - [`openai`]: the OpenAI wire types the gateway reads, SSE splitting, mock answers.
+//! - [`providers`]: one adapter per upstream wire format (OpenAI and its compatible family), and
+//!   the per-thread upstream HTTP client.
+//! - [`openai`]: the OpenAI wire types the gateway reads, request bodies kept as the client's
+//!   bytes (`openai::request`), SSE splitting, mock answers.
 //! - [`failure`]: upstream failures and LiteLLM's error classes.
 //! - [`events`]: request/response/deployment events, published off the request path to Kafka
 //!   or to the embedded durable log, with a disk spool in front of Kafka.
