@@ -98,7 +98,8 @@ pub struct Config {
 
 impl Config {
     /// Reads and validates a config file, using the process environment for `os.environ/…`.
-    /// Relative paths in the file (`event_log.path`) are relative to the file's directory.
+    /// Relative paths in the file (`event_log.path`, `pricing.model_cost_map_path`) are relative
+    /// to the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
@@ -256,7 +257,10 @@ impl Validator<'_> {
             deployments,
             router,
             general,
-            model_cost_map_path: raw.pricing.and_then(|p| p.model_cost_map_path),
+            model_cost_map_path: raw
+                .pricing
+                .and_then(|p| p.model_cost_map_path)
+                .map(|p| self.file_path(&p).to_string_lossy().into_owned()),
             event_log,
             warnings: self.warnings,
         })

@@ -402,12 +402,14 @@ fn sections_with_every_key_commented_out_are_empty() {
 }
 
 #[test]
-fn the_event_log_path_is_relative_to_the_config_file() {
+fn the_event_log_and_price_map_paths_are_relative_to_the_config_file() {
     let dir = std::env::temp_dir().join(format!("switchyard-config-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("config.yaml");
-    std::fs::write(&file, "event_log: {path: events}\n").unwrap();
-    let from_file = Config::load(&file).map(|c| c.event_log.path);
+    std::fs::write(&file, "event_log: {path: events}\npricing: {model_cost_map_path: prices.json}\n").unwrap();
+    let loaded = Config::load(&file).unwrap();
+    let from_file = Ok::<_, ConfigError>(loaded.event_log.path);
+    assert_eq!(loaded.model_cost_map_path.map(std::path::PathBuf::from), Some(dir.join("prices.json")));
     std::fs::write(&file, "model_list: []\n").unwrap();
     let default = Config::load(&file).map(|c| c.event_log.path);
     std::fs::remove_dir_all(&dir).unwrap();
