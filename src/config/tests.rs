@@ -408,12 +408,12 @@ fn the_event_log_and_price_map_paths_are_relative_to_the_config_file() {
     let file = dir.join("config.yaml");
     std::fs::write(&file, "event_log: {path: events}\npricing: {model_cost_map_path: prices.json}\n").unwrap();
     let loaded = Config::load(&file).unwrap();
-    let from_file = Ok::<_, ConfigError>(loaded.event_log.path);
+    let from_file = loaded.event_log.path;
     assert_eq!(loaded.model_cost_map_path.map(std::path::PathBuf::from), Some(dir.join("prices.json")));
     std::fs::write(&file, "model_list: []\n").unwrap();
     let default = Config::load(&file).map(|c| c.event_log.path);
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(from_file.unwrap(), dir.join("events"));
+    assert_eq!(from_file, dir.join("events"));
     assert_eq!(default.unwrap(), dir.join("data/events"));
     // Without a file, relative to the working directory; the variable always is.
     assert_eq!(load("event_log: {path: events}\n").unwrap().event_log.path, Path::new("events"));
