@@ -142,7 +142,7 @@ async fn admit(
     if stream {
         // Always learn the usage of a stream; the relay hides it again if the client did not ask.
         let mut options = match body.get("stream_options") {
-            Some(Value::Object(o)) => o.clone(),
+            Some(Value::Object(o)) => o,
             _ => Map::new(),
         };
         options.insert("include_usage".into(), Value::Bool(true));
