@@ -26,7 +26,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -87,32 +87,51 @@ enum Topic {
     Deployments = 1,
 }
 
-impl Topic {
+/// Where an event goes, and whether it is the last event of its key (a call's response: no
+/// event waits behind it, so its key is not tracked while it is in flight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    topic: Topic,
+    last: bool,
+}
+
+impl Route {
     fn of(event: &Event) -> Self {
         match event {
-            Event::Deployment(_) => Self::Deployments,
-            Event::Request(_) | Event::Response(_) => Self::Events,
+            Event::Request(_) => Self { topic: Topic::Events, last: false },
+            Event::Response(_) => Self { topic: Topic::Events, last: true },
+            Event::Deployment(_) => Self { topic: Topic::Deployments, last: false },
         }
     }
 
     fn mark(self) -> u8 {
-        match self {
-            Self::Events => b'E',
-            Self::Deployments => b'D',
+        match (self.topic, self.last) {
+            (Topic::Events, false) => b'E',
+            (Topic::Events, true) => b'L',
+            (Topic::Deployments, _) => b'D',
+        }
+    }
+
+    fn from_mark(mark: u8) -> Option<Self> {
+        match mark {
+            b'E' => Some(Self { topic: Topic::Events, last: false }),
+            b'L' => Some(Self { topic: Topic::Events, last: true }),
+            b'D' => Some(Self { topic: Topic::Deployments, last: false }),
+            _ => None,
         }
     }
 }
 
-/// Writes a spool record, `<E|D><key length>:<key><json>`, to `out`; returns where the JSON
-/// starts.
+/// Writes a spool record, `<E|L|D><key length>:<key><json>`, to `out`; returns where the JSON
+/// starts. (`E`: the events topic; `L`: the same, the last event of its key; `D`: deployments.)
 pub(super) fn encode_spooled(event: &Event, out: &mut Vec<u8>) -> usize {
-    let json_at = route_prefix(Topic::of(event), super::queue::key(event).as_bytes(), out);
+    let json_at = route_prefix(Route::of(event), super::queue::key(event).as_bytes(), out);
     event.write_json(out);
     json_at
 }
 
-fn route_prefix(topic: Topic, key: &[u8], out: &mut Vec<u8>) -> usize {
-    out.push(topic.mark());
+fn route_prefix(route: Route, key: &[u8], out: &mut Vec<u8>) -> usize {
+    out.push(route.mark());
     let _ = write!(out, "{}:", key.len());
     out.extend_from_slice(key);
     out.len()
@@ -120,40 +139,39 @@ fn route_prefix(topic: Topic, key: &[u8], out: &mut Vec<u8>) -> usize {
 
 /// A spool record read back.
 struct Spooled<'a> {
-    topic: Topic,
+    route: Route,
     key: Cow<'a, [u8]>,
     json: &'a [u8],
 }
 
 fn decode_spooled(record: &[u8]) -> Option<Spooled<'_>> {
-    let topic = match record.first()? {
-        b'E' => Topic::Events,
-        b'D' => Topic::Deployments,
-        b'{' => return decode_legacy(record),
-        _ => return None,
-    };
+    let first = *record.first()?;
+    if first == b'{' {
+        return decode_legacy(record);
+    }
+    let route = Route::from_mark(first)?;
     let colon = record.iter().position(|b| *b == b':')?;
     let len: usize = std::str::from_utf8(&record[1..colon]).ok()?.parse().ok()?;
     let key = record.get(colon + 1..colon + 1 + len)?;
     let json = record.get(colon + 1 + len..)?;
-    Some(Spooled { topic, key: Cow::Borrowed(key), json })
+    Some(Spooled { route, key: Cow::Borrowed(key), json })
 }
 
 /// Spools written before records carried their route: plain JSON, routed by its fields.
 fn decode_legacy(json: &[u8]) -> Option<Spooled<'_>> {
     #[derive(serde::Deserialize)]
-    struct Route {
+    struct Fields {
         #[serde(rename = "type")]
         kind: String,
         request_id: Option<String>,
         deployment_id: Option<String>,
     }
-    let route: Route = serde_json::from_slice(json).ok()?;
-    let (topic, key) = match (route.kind.as_str(), route.deployment_id) {
-        ("deployment", Some(id)) => (Topic::Deployments, id),
-        _ => (Topic::Events, route.request_id.unwrap_or_default()),
+    let fields: Fields = serde_json::from_slice(json).ok()?;
+    let (route, key) = match (fields.kind.as_str(), fields.deployment_id) {
+        ("deployment", Some(id)) => (Route { topic: Topic::Deployments, last: false }, id),
+        (kind, _) => (Route { topic: Topic::Events, last: kind == "response" }, fields.request_id.unwrap_or_default()),
     };
-    Some(Spooled { topic, key: Cow::Owned(key.into_bytes()), json })
+    Some(Spooled { route, key: Cow::Owned(key.into_bytes()), json })
 }
 
 /// Where a message handed to the producer came from, packed into its delivery opaque.
@@ -165,9 +183,10 @@ enum Origin {
     Spool(u64),
 }
 
+/// A message's route and origin, packed into a `usize` (its delivery opaque).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tag {
-    topic: Topic,
+    route: Route,
     origin: Origin,
 }
 
@@ -175,15 +194,15 @@ impl Tag {
     fn pack(self) -> usize {
         let (spool, offset) = match self.origin {
             Origin::Live => (0, 0),
-            Origin::Spool(offset) => (2, offset as usize),
+            Origin::Spool(offset) => (4, offset as usize),
         };
-        (offset << 2) | spool | self.topic as usize
+        (offset << 3) | spool | (usize::from(self.route.last) << 1) | self.route.topic as usize
     }
 
     fn unpack(tag: usize) -> Self {
         let topic = if tag & 1 == 1 { Topic::Deployments } else { Topic::Events };
-        let origin = if tag & 2 == 2 { Origin::Spool((tag >> 2) as u64) } else { Origin::Live };
-        Self { topic, origin }
+        let origin = if tag & 4 == 4 { Origin::Spool((tag >> 3) as u64) } else { Origin::Live };
+        Self { route: Route { topic, last: tag & 2 == 2 }, origin }
     }
 }
 
@@ -199,10 +218,13 @@ struct Outcome {
 #[derive(Default)]
 struct Deliveries {
     outcomes: Mutex<Vec<Outcome>>,
+    /// Callbacks run (deliveries and errors): tells the publisher whether a poll served anything.
+    served: AtomicU64,
 }
 
 impl ClientContext for Deliveries {
     fn error(&self, error: KafkaError, reason: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         match error.rdkafka_error_code() {
             // A broker that went away: librdkafka reconnects, and STALL decides when to spool.
             Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown) => {
@@ -217,6 +239,7 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, tag: usize) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         let outcome = match result {
             Ok(message) => Outcome { tag, key: message.key().unwrap_or_default().into(), error: None },
             Err((error, message)) => {
@@ -251,6 +274,7 @@ enum Mode {
 
 /// An event waiting behind an earlier, unacknowledged event of its key.
 struct Held {
+    route: Route,
     origin: Origin,
     /// The spool record (route, then JSON).
     record: Vec<u8>,
@@ -398,9 +422,10 @@ impl Publisher {
             if closing {
                 break;
             }
-            let wait = if self.in_flight > 0 { POLL_BUSY_KAFKA } else { poll_interval(took, &mut idle_rounds) };
-            // Serves delivery reports while it waits.
-            self.producer.poll(wait);
+            let idle_wait = poll_interval(took, &mut idle_rounds);
+            let wait = if self.in_flight > 0 { POLL_BUSY_KAFKA } else { idle_wait };
+            std::thread::sleep(wait);
+            self.serve_reports();
         }
         self.finish();
         self.spool
@@ -411,11 +436,11 @@ impl Publisher {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let json_at = encode_spooled(event, &mut buf);
-        let topic = Topic::of(event);
+        let route = Route::of(event);
         let key = super::queue::key(event).as_bytes();
-        if !self.hold_if_busy(topic, key, Origin::Live, &buf, json_at) {
+        if !self.hold_if_busy(route, key, Origin::Live, &buf, json_at) {
             match self.mode {
-                Mode::Live => self.send_live(topic, key, &buf, json_at),
+                Mode::Live => self.send_live(route, key, &buf, json_at),
                 Mode::Spooling => self.append(&buf),
             }
         }
@@ -423,10 +448,10 @@ impl Publisher {
     }
 
     /// When an event of `key` is unacknowledged, queues this one behind it (true).
-    fn hold_if_busy(&mut self, topic: Topic, key: &[u8], origin: Origin, record: &[u8], json_at: usize) -> bool {
-        match self.keys[topic as usize].get_mut(key) {
+    fn hold_if_busy(&mut self, route: Route, key: &[u8], origin: Origin, record: &[u8], json_at: usize) -> bool {
+        match self.keys[route.topic as usize].get_mut(key) {
             Some(waiting) => {
-                waiting.push_back(Held { origin, record: record.to_vec(), json_at });
+                waiting.push_back(Held { route, origin, record: record.to_vec(), json_at });
                 if origin == Origin::Live {
                     self.held_live += 1;
                 }
@@ -436,15 +461,16 @@ impl Publisher {
         }
     }
 
-    /// Hands a message to the producer; on success its key is busy until it is acknowledged.
-    fn produce(&mut self, topic: Topic, key: &[u8], json: &[u8], origin: Origin) -> Result<(), RDKafkaErrorCode> {
-        let tag = Tag { topic, origin }.pack();
-        let record = BaseRecord::with_opaque_to(&self.topics[topic as usize], tag).key(key).payload(json);
+    /// Hands a message to the producer; on success its key is busy until it is acknowledged
+    /// (unless it is the key's last event).
+    fn produce(&mut self, route: Route, key: &[u8], json: &[u8], origin: Origin) -> Result<(), RDKafkaErrorCode> {
+        let tag = Tag { route, origin }.pack();
+        let record = BaseRecord::with_opaque_to(&self.topics[route.topic as usize], tag).key(key).payload(json);
         if let Err((e, _)) = self.producer.send(record) {
             return Err(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail));
         }
-        if !key.is_empty() {
-            self.keys[topic as usize].insert(key.into(), VecDeque::new());
+        if !key.is_empty() && !route.last {
+            self.keys[route.topic as usize].insert(key.into(), VecDeque::new());
         }
         self.in_flight += 1;
         if origin == Origin::Live {
@@ -456,8 +482,8 @@ impl Publisher {
         Ok(())
     }
 
-    fn send_live(&mut self, topic: Topic, key: &[u8], record: &[u8], json_at: usize) {
-        match self.produce(topic, key, &record[json_at..], Origin::Live) {
+    fn send_live(&mut self, route: Route, key: &[u8], record: &[u8], json_at: usize) {
+        match self.produce(route, key, &record[json_at..], Origin::Live) {
             Ok(()) => {}
             Err(code) if permanent(code) => self.reject(code, &record[json_at..]),
             Err(code) => {
@@ -498,7 +524,21 @@ impl Publisher {
         }
     }
 
-    /// Processes the delivery reports the last poll collected.
+    /// Runs the delivery callbacks of every report librdkafka has ready, without waiting.
+    /// (`BaseProducer::poll` with a timeout spins on the clock for the last millisecond of it,
+    /// so the publisher sleeps on its own and polls with none.)
+    fn serve_reports(&self) {
+        let served = &self.producer.context().served;
+        for _ in 0..10_000 {
+            let before = served.load(Ordering::Relaxed);
+            self.producer.poll(Duration::ZERO);
+            if served.load(Ordering::Relaxed) == before {
+                break;
+            }
+        }
+    }
+
+    /// Processes the delivery reports collected by the callbacks.
     fn settle(&mut self) {
         std::mem::swap(
             &mut self.outcomes,
@@ -547,7 +587,7 @@ impl Publisher {
                 match tag.origin {
                     Origin::Live => {
                         let mut record = Vec::with_capacity(payload.len() + outcome.key.len() + 8);
-                        route_prefix(tag.topic, &outcome.key, &mut record);
+                        route_prefix(tag.route, &outcome.key, &mut record);
                         record.extend_from_slice(&payload);
                         self.append(&record);
                     }
@@ -557,7 +597,9 @@ impl Publisher {
                 true
             }
         };
-        self.release(tag.topic, &outcome.key, failed);
+        if !tag.route.last {
+            self.release(tag.route.topic, &outcome.key, failed);
+        }
     }
 
     /// The event of `key` in the producer has settled: hand on the next one waiting behind it,
@@ -570,11 +612,14 @@ impl Publisher {
             }
             match held.origin {
                 Origin::Spool(_) if failed || self.drain.failed => {
-                    // Still in the spool; sent again after the rewind.
+                    // Still in the spool: the drain goes back to its commit point (which is not
+                    // past this record) and sends it again.
                     self.drain.outstanding = self.drain.outstanding.saturating_sub(1);
+                    self.drain.fail();
                 }
                 Origin::Spool(offset) => {
-                    match self.produce(topic, key, &held.record[held.json_at..], held.origin) {
+                    match self.produce(held.route, key, &held.record[held.json_at..], held.origin) {
+                        Ok(()) if held.route.last => {}
                         Ok(()) => {
                             // Busy again: the rest keep waiting, behind this one.
                             self.keys[topic as usize].insert(key.into(), waiting);
@@ -593,7 +638,7 @@ impl Publisher {
                 }
                 Origin::Live if failed || self.mode == Mode::Spooling => self.append(&held.record),
                 Origin::Live => {
-                    self.send_live(topic, key, &held.record, held.json_at);
+                    self.send_live(held.route, key, &held.record, held.json_at);
                     if self.keys[topic as usize].contains_key(key) {
                         self.keys[topic as usize].insert(key.into(), waiting);
                         return;
@@ -650,14 +695,14 @@ impl Publisher {
                 self.drain.payload = payload;
                 continue;
             };
-            let (topic, json_at) = (spooled.topic, payload.len() - spooled.json.len());
+            let (route, json_at) = (spooled.route, payload.len() - spooled.json.len());
             let key = spooled.key.into_owned();
             self.drain.outstanding += 1;
-            if self.hold_if_busy(topic, &key, Origin::Spool(offset), &payload, json_at) {
+            if self.hold_if_busy(route, &key, Origin::Spool(offset), &payload, json_at) {
                 self.drain.payload = payload;
                 continue;
             }
-            match self.produce(topic, &key, &payload[json_at..], Origin::Spool(offset)) {
+            match self.produce(route, &key, &payload[json_at..], Origin::Spool(offset)) {
                 Ok(()) => self.drain.payload = payload,
                 Err(RDKafkaErrorCode::QueueFull) => {
                     self.drain.outstanding -= 1;
@@ -784,7 +829,8 @@ impl Publisher {
         let flush_until = now + deadline.saturating_duration_since(now).mul_f32(0.75);
         let mut batch = Vec::new();
         while self.mode == Mode::Live && self.in_flight > 0 && Instant::now() < flush_until {
-            self.producer.poll(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
+            self.serve_reports();
             self.settle();
             self.shared.queue.take_into(&mut batch);
             for event in batch.drain(..) {
@@ -795,7 +841,8 @@ impl Publisher {
             self.producer.purge(PurgeConfig::default().queue().inflight());
             let until = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
             while self.in_flight > 0 && Instant::now() < until {
-                self.producer.poll(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(2));
+                self.serve_reports();
                 self.settle();
             }
         }
@@ -894,22 +941,24 @@ mod tests {
 
     #[test]
     fn tags_and_spool_records_round_trip() {
-        for tag in [
-            Tag { topic: Topic::Events, origin: Origin::Live },
-            Tag { topic: Topic::Deployments, origin: Origin::Live },
-            Tag { topic: Topic::Events, origin: Origin::Spool(0) },
-            Tag { topic: Topic::Deployments, origin: Origin::Spool(123_456_789_012) },
-        ] {
-            assert_eq!(Tag::unpack(tag.pack()), tag);
+        let (event, last, deployment) = (
+            Route { topic: Topic::Events, last: false },
+            Route { topic: Topic::Events, last: true },
+            Route { topic: Topic::Deployments, last: false },
+        );
+        for route in [event, last, deployment] {
+            for origin in [Origin::Live, Origin::Spool(0), Origin::Spool(123_456_789_012)] {
+                assert_eq!(Tag::unpack(Tag { route, origin }.pack()), Tag { route, origin });
+            }
         }
         let mut record = Vec::new();
-        let at = route_prefix(Topic::Deployments, b"dep 1:x", &mut record);
+        let at = route_prefix(deployment, b"dep 1:x", &mut record);
         record.extend_from_slice(br#"{"type":"deployment"}"#);
         let spooled = decode_spooled(&record).unwrap();
-        assert_eq!((spooled.topic, &*spooled.key, spooled.json), (Topic::Deployments, &b"dep 1:x"[..], &record[at..]));
+        assert_eq!((spooled.route, &*spooled.key, spooled.json), (deployment, &b"dep 1:x"[..], &record[at..]));
         let legacy = br#"{"type":"response","request_id":"r-1"}"#;
         let spooled = decode_spooled(legacy).unwrap();
-        assert_eq!((spooled.topic, &*spooled.key, spooled.json), (Topic::Events, &b"r-1"[..], &legacy[..]));
+        assert_eq!((spooled.route, &*spooled.key, spooled.json), (last, &b"r-1"[..], &legacy[..]));
         assert!(decode_spooled(b"E99:short").is_none());
     }
 }

@@ -13,9 +13,49 @@ use serde_json::Value;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// RFC 3339 with milliseconds, UTC.
+/// RFC 3339 with milliseconds, UTC (`2026-11-21T13:27:39.586Z`).
 pub fn timestamp(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
+    let text = rfc3339_millis(at);
+    // ASCII digits and separators only.
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// `at` as RFC 3339 with milliseconds, UTC, without going through `fmt` (events carry several
+/// timestamps, formatted on every call). Times before 1970 are written as 1970, after 9999 as
+/// the end of 9999.
+fn rfc3339_millis(at: SystemTime) -> [u8; 24] {
+    const MAX_SECS: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let (secs, millis) = match since.as_secs() {
+        s if s > MAX_SECS => (MAX_SECS, 999),
+        s => (s, since.subsec_millis()),
+    };
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (non-negative here).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3_600);
+    put(14, 2, rem / 60 % 60);
+    put(17, 2, rem % 60);
+    put(20, 3, u64::from(millis));
+    out
 }
 
 /// A name from a closed set (`&'static str`; an alias so that serde's derive does not read the
@@ -57,29 +97,104 @@ fn change<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
     known(d, names::CHANGES, "change")
 }
 
+/// An event's id: a random UUID, kept as its text (no allocation, written as is).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId([u8; 36]);
+
+impl EventId {
+    pub fn random() -> Self {
+        let mut text = [0u8; 36];
+        uuid::Builder::from_random_bytes(rand::random()).into_uuid().hyphenated().encode_lower(&mut text);
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from a UUID's (ASCII) text.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        let uuid = uuid::Uuid::parse_str(&text).map_err(serde::de::Error::custom)?;
+        let mut out = [0u8; 36];
+        uuid.hyphenated().encode_lower(&mut out);
+        Ok(Self(out))
+    }
+}
+
+/// When an event happened, to the millisecond; written as RFC 3339 (UTC) when the event is
+/// serialized (by the publisher thread, not the handler).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct Timestamp(SystemTime);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self::at(SystemTime::now())
+    }
+
+    /// `at`, truncated to the millisecond (what the JSON holds).
+    pub fn at(at: SystemTime) -> Self {
+        let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let millis = std::time::Duration::from_millis(since.as_millis().try_into().unwrap_or(u64::MAX));
+        Self(SystemTime::UNIX_EPOCH + millis)
+    }
+
+    pub fn system_time(self) -> SystemTime {
+        self.0
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = rfc3339_millis(self.0);
+        s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text).map(Self::at).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Fields every event carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     pub schema_version: u32,
     /// Unique per event, for de-duplication (delivery is at least once).
-    pub event_id: String,
+    pub event_id: EventId,
     #[serde(rename = "type", deserialize_with = "kind")]
     pub kind: Name,
     /// The call's `x-litellm-call-id`; null for deployment events.
     pub request_id: Option<String>,
     pub gateway_id: String,
-    pub timestamp: String,
+    pub timestamp: Timestamp,
 }
 
 impl Envelope {
     pub fn new(kind: &'static str, request_id: Option<String>, gateway_id: &str) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
-            event_id: uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(),
+            event_id: EventId::random(),
             kind,
             request_id,
             gateway_id: gateway_id.to_string(),
-            timestamp: timestamp(SystemTime::now()),
+            timestamp: Timestamp::now(),
         }
     }
 }
@@ -349,6 +464,19 @@ mod tests {
             cooldown_until: None,
         }));
         assert_eq!(Event::from_json(&deployment.to_json()).unwrap(), deployment);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_milliseconds() {
+        let mut at = SystemTime::UNIX_EPOCH;
+        // Every few days over 1970..2400 (leap years, month ends), at odd times of day.
+        for _ in 0..12_000 {
+            assert_eq!(timestamp(at), humantime::format_rfc3339_millis(at).to_string());
+            at += std::time::Duration::from_millis(11 * 86_400_000 + 3_723_456);
+        }
+        let leap = humantime::parse_rfc3339("2024-02-29T23:59:59.999Z").unwrap();
+        assert_eq!(timestamp(leap), "2024-02-29T23:59:59.999Z");
+        assert_eq!(timestamp(SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(5)), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]
