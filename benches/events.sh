@@ -9,7 +9,10 @@
 #   gw-kafka       event_log: {kafka: {...}}      Kafka: a tansu broker on loopback (memory storage)
 #   gw-kafka-down  the same, but the broker is stopped after the gateway has delivered its first
 #                  events and before the warm-up + load: events go to the disk spool
-# Reported, never enforced: with Kafka, req/s >= 0.9x gw-off and p99 <= gw-off p99 + 0.2 ms; with
+# Reported, never enforced: with Kafka, req/s >= 0.9x gw-off and p99 <= gw-off p99 + 0.2 ms; the
+# gateway process's own CPU per request (user + system from /proc/<pid>/stat over the measured
+# load, all threads, / requests) with the embedded log and with Kafka <= 1.10x gw-off's in the
+# same run (the broker's CPU, its own process, is reported apart and excluded); with
 # the broker down, every request (warm-up, load, 1-connection probe) still answers 200. Also
 # checked: the events Kafka acknowledged during the measured load = 2 x the requests wrk
 # completed (a request and a response event per call; up to 2 x 32 more for calls in flight).
@@ -218,7 +221,7 @@ gateway_mode() { # run mode
     dir=$TMP/events-$mode-r$run
     AUX_PIDS=
     case $mode in
-        off) GW_EVENT_LOG="event_log: {enabled: false, path: \"$dir\"}" ;; # the directory is opened anyway
+        off) GW_EVENT_LOG="event_log: {enabled: false, path: \"$dir\"}" ;; # no directory is created
         embedded) GW_EVENT_LOG="event_log: {path: \"$dir\"}" ;;
         kafka | kafka-down)
             [[ -n ${BROKER_PID:-} ]] || start_broker
@@ -342,6 +345,11 @@ awk -F'\t' -v ncpu="$(nproc)" -v runs="$RUNS" -v conns="$CONNS" -v nginx="$NGINX
     function ms(us) { return us < 0 ? "-" : sprintf("%.2f", us / 1000) }
     function mb(kb) { return kb < 0 ? "-" : sprintf("%.1f", kb / 1024) }
     function met(ok) { return ok ? "MET" : "NOT MET" }
+    function median(a, k,    i, j, x, b) {
+        for (i = 1; i <= k; i++) b[i] = a[i]
+        for (i = 2; i <= k; i++) { x = b[i]; for (j = i - 1; j >= 1 && b[j] > x; j--) b[j + 1] = b[j]; b[j + 1] = x }
+        return k % 2 ? b[(k + 1) / 2] : (b[k / 2] + b[k / 2 + 1]) / 2
+    }
     END {
         n = 0; T[++n] = "direct"
         k = split(nginx, W, " "); for (i = 1; i <= k; i++) T[++n] = "nginx-w" W[i]
@@ -401,6 +409,27 @@ awk -F'\t' -v ncpu="$(nproc)" -v runs="$RUNS" -v conns="$CONNS" -v nginx="$NGINX
         }
         if (has("gw-embedded") && has(base)) {
             printf "  (embedded log: req/s %.3fx, p99 %+.3f ms vs off)\n", g("gw-embedded", "rps") / g(base, "rps"), (g("gw-embedded", "p99_us") - g(base, "p99_us")) / 1000
+        }
+        # CPU of the gateway process itself (user + system from /proc/<pid>/stat over the measured
+        # load, all threads) per request, against the gateway with the log off in the same run;
+        # the broker is a process of its own and not in it.
+        printf "\nGateway process CPU per request (us), and its ratio to gw-off in the same run (target for embedded and kafka: <= 1.10):\n"
+        for (i = 1; i <= n; i++) {
+            t = T[i]; if (t !~ /^gw-/ || t == base || !has(t)) continue
+            s = ""; k = 0
+            for (j = 1; j <= nr; j++) {
+                rn = order[j]
+                if (!((rn, t, "proxy_cpu_us_per_req") in r) || !((rn, base, "proxy_cpu_us_per_req") in r) || r[rn, base, "proxy_cpu_us_per_req"] <= 0) continue
+                q = r[rn, t, "proxy_cpu_us_per_req"] / r[rn, base, "proxy_cpu_us_per_req"]
+                R[++k] = q
+                s = s sprintf("%s%s %.1f / %.1f = %.3f", s == "" ? "" : "; ", "run " rn, r[rn, t, "proxy_cpu_us_per_req"], r[rn, base, "proxy_cpu_us_per_req"], q)
+            }
+            if (k == 0) continue
+            med = median(R, k)
+            printf "  %s: %s\n    median ratio %.3f", t, s, med
+            if (t == "gw-embedded" || t == "gw-kafka") printf " (target <= 1.10: %s)", met(med <= 1.10)
+            if (g(t, "aux_cpu_us_per_req") >= 0) printf "; broker process CPU per request (excluded): median %s us", g(t, "aux_cpu_us_per_req")
+            printf "\n"
         }
         printf "\nEvents per run (measured load window; expected ~2 per request):\n"
         for (j = 1; j <= nr; j++) {

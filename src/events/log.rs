@@ -1,11 +1,15 @@
-//! A durable, segmented, append-only log of JSON events on local disk: the embedded event log
-//! when no Kafka is configured, and the spool in front of Kafka when it is.
+//! A durable, segmented, append-only log of records on local disk: the embedded event log (one
+//! JSON event per record) when no Kafka is configured, and the spool in front of Kafka when it is
+//! (each record a routed event, see `kafka`).
 //!
-//! Each record is one line, `<crc32 as 8 hex digits> <json>\n`; a record's offset is its index
+//! Each record is one line, `<crc32 as 8 hex digits> <payload>\n`; a record's offset is its index
 //! in the log. Segments are files named by their first offset (`00000000000000000042.log`),
 //! rolled at `segment_bytes`. On open, a torn or corrupt tail (a crash mid-write) is cut off.
 //! `committed` (a file beside the segments) records how far a consumer of the log — the Kafka
 //! spool drainer — has got; segments wholly below it are deleted.
+//!
+//! A [`Reader`] is a cursor: it keeps its file and position between reads, so reading a log from
+//! its start to its end scans it once, also while it is being written to.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
@@ -25,6 +29,7 @@ pub struct SegmentLog {
     next_offset: u64,
     committed: u64,
     last_sync: Instant,
+    /// Appended since the last sync.
     dirty: bool,
 }
 
@@ -42,21 +47,26 @@ pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(starts)
 }
 
-/// The JSON of one line, if its checksum holds.
+/// The payload of one line, if its checksum holds.
 pub fn decode(line: &[u8]) -> Option<&[u8]> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     if line.len() < 10 || line[8] != b' ' {
         return None;
     }
     let crc = u32::from_str_radix(std::str::from_utf8(&line[..8]).ok()?, 16).ok()?;
-    let json = &line[9..];
-    (crc32fast::hash(json) == crc).then_some(json)
+    let payload = &line[9..];
+    (crc32fast::hash(payload) == crc).then_some(payload)
 }
 
-fn encode(json: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(format!("{:08x} ", crc32fast::hash(json)).as_bytes());
-    out.extend_from_slice(json);
-    out.push(b'\n');
+/// `<crc> ` of a payload, without allocating.
+fn header(payload: &[u8]) -> [u8; 9] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let crc = crc32fast::hash(payload);
+    let mut out = [b' '; 9];
+    for (i, byte) in out[..8].iter_mut().enumerate() {
+        *byte = HEX[((crc >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 impl SegmentLog {
@@ -87,15 +97,19 @@ impl SegmentLog {
         })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Appends one record (buffered; [`SegmentLog::flush`] makes it durable per the policy).
-    pub fn append(&mut self, json: &[u8]) -> io::Result<u64> {
+    pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
         if self.segment_len >= self.segment_bytes {
             self.roll()?;
         }
-        let mut line = Vec::with_capacity(json.len() + 10);
-        encode(json, &mut line);
-        self.writer.write_all(&line)?;
-        self.segment_len += line.len() as u64;
+        self.writer.write_all(&header(payload))?;
+        self.writer.write_all(payload)?;
+        self.writer.write_all(b"\n")?;
+        self.segment_len += payload.len() as u64 + 10;
         self.dirty = true;
         let offset = self.next_offset;
         self.next_offset += 1;
@@ -112,15 +126,15 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Hands buffered records to the OS, and syncs them to disk as the policy says.
+    /// Hands buffered records to the OS (a process crash no longer loses them), and syncs them
+    /// to disk as the policy says. Cheap when nothing was appended.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.dirty {
             return Ok(());
         }
-        if self.writer.buffer().is_empty() && matches!(self.fsync, FsyncPolicy::Never) {
-            return Ok(());
+        if !self.writer.buffer().is_empty() {
+            self.writer.flush()?;
         }
-        self.writer.flush()?;
         let sync = match self.fsync {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
@@ -154,10 +168,16 @@ impl SegmentLog {
         self.next_offset - self.committed
     }
 
-    /// Up to `max` records from `from` on, as (offset, json). Corrupt records are skipped.
+    /// Up to `max` records from `from` on, as (offset, payload). Corrupt records are skipped.
     pub fn read(&mut self, from: u64, max: usize) -> io::Result<Vec<(u64, Vec<u8>)>> {
         self.writer.flush()?;
         read_records(&self.dir, from, max)
+    }
+
+    /// A cursor at `from` (records still in the write buffer are visible after a flush).
+    pub fn reader(&mut self, from: u64) -> io::Result<Reader> {
+        self.writer.flush()?;
+        Reader::open(&self.dir, from)
     }
 
     /// Everything before `offset` has been consumed: remember it, delete whole segments below it.
@@ -194,30 +214,125 @@ fn scan_valid(path: &Path) -> io::Result<(u64, u64)> {
     }
 }
 
-/// Reads records from a log directory (also from another process: `switchyard tail`).
-pub fn read_records(dir: &Path, from: u64, max: usize) -> io::Result<Vec<(u64, Vec<u8>)>> {
-    let starts = segments(dir)?;
-    let first = starts.iter().rposition(|s| *s <= from).unwrap_or(0);
-    let mut out = Vec::new();
-    for start in starts.iter().skip(first) {
-        let mut reader = BufReader::new(File::open(segment_path(dir, *start))?);
-        let mut offset = *start;
-        let mut line = Vec::new();
+/// One record as a [`Reader`] returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// The record at this offset; its payload is in the caller's buffer.
+    Valid(u64),
+    /// The record at this offset fails its checksum (skip it).
+    Corrupt(u64),
+}
+
+/// A cursor over a log directory: it keeps its file and position between reads, and moves on to
+/// the next segment when it reaches the end of one. Works on a log another process (or this one)
+/// is appending to: a line not yet fully written is left for the next read.
+pub struct Reader {
+    dir: PathBuf,
+    file: Option<BufReader<File>>,
+    /// The first offset of the open segment.
+    segment: u64,
+    /// Byte position of the next record in the current segment.
+    pos: u64,
+    /// Offset of the next record read.
+    next: u64,
+    /// Records below this offset are read past, not returned.
+    skip_to: u64,
+    line: Vec<u8>,
+}
+
+impl Reader {
+    /// A cursor at offset `from` (or at the first record still on disk, if that is later). The
+    /// records of its segment before `from` are skipped on the first read.
+    pub fn open(dir: &Path, from: u64) -> io::Result<Self> {
+        let starts = segments(dir)?;
+        let start = starts.iter().rev().find(|s| **s <= from).or(starts.first()).copied().unwrap_or(from);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file: None,
+            segment: start,
+            pos: 0,
+            next: start,
+            skip_to: from,
+            line: Vec::new(),
+        })
+    }
+
+    /// The offset of the next record this cursor returns.
+    pub fn next_offset(&self) -> u64 {
+        self.next.max(self.skip_to)
+    }
+
+    /// The next record, its payload in `payload`; `None` at the (current) end of the log.
+    pub fn next_record(&mut self, payload: &mut Vec<u8>) -> io::Result<Option<Record>> {
         loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
-                break;
-            }
-            if offset >= from {
-                match decode(&line) {
-                    Some(json) => out.push((offset, json.to_vec())),
-                    None => tracing::warn!(offset, "skipping a corrupt event log record"),
+            if self.file.is_none() {
+                let path = segment_path(&self.dir, self.next);
+                match File::open(&path) {
+                    Ok(file) => {
+                        self.file = Some(BufReader::with_capacity(64 * 1024, file));
+                        self.segment = self.next;
+                        self.pos = 0;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
                 }
-                if out.len() >= max {
-                    return Ok(out);
-                }
             }
-            offset += 1;
+            match self.read_line()? {
+                Some(_) => {
+                    let offset = self.next;
+                    self.next += 1;
+                    if offset < self.skip_to {
+                        continue;
+                    }
+                    payload.clear();
+                    return Ok(Some(match decode(&self.line) {
+                        Some(p) => {
+                            payload.extend_from_slice(p);
+                            Record::Valid(offset)
+                        }
+                        None => {
+                            tracing::warn!(offset, "skipping a corrupt event log record");
+                            Record::Corrupt(offset)
+                        }
+                    }));
+                }
+                // The end of this segment; a later one starts at the next offset once rolled.
+                None if self.next > self.segment && segment_path(&self.dir, self.next).exists() => self.file = None,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads the next complete line into `self.line`; at the end (or before a line still being
+    /// written), leaves the position where it was and returns `None`.
+    fn read_line(&mut self) -> io::Result<Option<()>> {
+        let Some(file) = self.file.as_mut() else { return Ok(None) };
+        self.line.clear();
+        let n = file.read_until(b'\n', &mut self.line)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if self.line.last() != Some(&b'\n') {
+            // A torn or unfinished line: read it again next time, from its start.
+            file.seek(SeekFrom::Start(self.pos))?;
+            return Ok(None);
+        }
+        self.pos += n as u64;
+        Ok(Some(()))
+    }
+}
+
+/// Reads up to `max` records from `from` on, as (offset, payload); corrupt records are skipped.
+/// Works on a log another process is writing (`switchyard tail`).
+pub fn read_records(dir: &Path, from: u64, max: usize) -> io::Result<Vec<(u64, Vec<u8>)>> {
+    let mut reader = Reader::open(dir, from)?;
+    let mut out = Vec::new();
+    let mut payload = Vec::new();
+    while out.len() < max {
+        match reader.next_record(&mut payload)? {
+            Some(Record::Valid(offset)) => out.push((offset, std::mem::take(&mut payload))),
+            Some(Record::Corrupt(_)) => {}
+            None => break,
         }
     }
     Ok(out)
@@ -299,6 +414,47 @@ mod tests {
         assert_eq!(log.read(log.committed(), 1).unwrap()[0].0, 250);
         log.commit(300).unwrap();
         assert_eq!(log.pending(), 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_reader_keeps_its_place_while_the_log_grows_and_rolls() {
+        let dir = temp_dir();
+        let mut log = SegmentLog::open(&dir, 4096, FsyncPolicy::Never).unwrap();
+        let mut reader = log.reader(0).unwrap();
+        let mut payload = Vec::new();
+        assert_eq!(reader.next_record(&mut payload).unwrap(), None, "an empty log");
+        let mut read = Vec::new();
+        for round in 0..5 {
+            for i in 0..100 {
+                log.append(format!("{{\"n\":{}}}", round * 100 + i).as_bytes()).unwrap();
+            }
+            log.flush().unwrap();
+            while let Some(record) = reader.next_record(&mut payload).unwrap() {
+                assert_eq!(record, Record::Valid(read.len() as u64));
+                read.push(String::from_utf8(payload.clone()).unwrap());
+            }
+            assert_eq!(reader.next_offset(), log.next_offset());
+        }
+        assert!(segments(&dir).unwrap().len() > 1, "it crossed segments");
+        assert_eq!(read.len(), 500);
+        assert_eq!(read[499], "{\"n\":499}");
+
+        // A line still being written is left for the next read.
+        let path = segment_path(&dir, *segments(&dir).unwrap().last().unwrap());
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let line =
+            format!("{} {{\"n\":500}}\n", String::from_utf8(header(b"{\"n\":500}").to_vec()).unwrap().trim_end());
+        file.write_all(&line.as_bytes()[..10]).unwrap();
+        assert_eq!(reader.next_record(&mut payload).unwrap(), None);
+        file.write_all(&line.as_bytes()[10..]).unwrap();
+        assert_eq!(reader.next_record(&mut payload).unwrap(), Some(Record::Valid(500)));
+        assert_eq!(payload, b"{\"n\":500}");
+
+        // A cursor opened in the middle starts there.
+        let mut middle = Reader::open(&dir, 250).unwrap();
+        assert_eq!(middle.next_record(&mut payload).unwrap(), Some(Record::Valid(250)));
+        assert_eq!(payload, b"{\"n\":250}");
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -50,20 +50,14 @@ pub fn tail_log(dir: &Path, follow: bool, kind: Option<&str>, out: &mut impl Wri
             "no event log here yet (has the gateway run with this config?)",
         ));
     }
-    let mut next = 0;
+    let mut reader = log::Reader::open(dir, 0)?;
+    let mut payload = Vec::new();
     loop {
-        let records = log::read_records(dir, next, 10_000)?;
-        for (offset, json) in &records {
-            if wanted(json, kind) {
-                print(out, json)?;
-            }
-            next = offset + 1;
-        }
-        if records.is_empty() {
-            if !follow {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        match reader.next_record(&mut payload)? {
+            Some(log::Record::Valid(_)) if wanted(&payload, kind) => print(out, &payload)?,
+            Some(_) => {}
+            None if follow => std::thread::sleep(Duration::from_millis(200)),
+            None => return Ok(()),
         }
     }
 }

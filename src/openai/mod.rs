@@ -40,7 +40,7 @@ impl Endpoint {
 }
 
 /// Token counts of one call, normalized across providers (serialized as in the response event).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenUsage {
     /// All input tokens, cached ones included (OpenAI's `prompt_tokens`).
     pub prompt_tokens: u64,
