@@ -129,7 +129,6 @@ async fn every_call_leaves_a_request_and_a_response_event() {
 /// The request event names what the client asked for and the group it resolved to (here through
 /// an alias), so a consumer need not resolve names itself.
 #[actix_web::test]
-#[ignore = "needs trace.group set before Recorder::request, which the request-path branch does"]
 async fn the_request_event_names_the_requested_model_and_its_group() {
     let gw = start(&format!("{CONFIG}  model_group_alias: {{\"mini-alias\": \"gpt-4o-mini\"}}\n")).await;
     let (plain, _, _, _) = call(&gw, chat_body("gpt-4o-mini")).await;
