@@ -209,8 +209,15 @@ router_settings: {allowed_fails: 0, cooldown_time: 0.5, num_retries: 0, routing_
     for _ in 0..10 {
         let _ = gw.chat("g").await;
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let events = gw.events(1).await;
+    // The cooldown (0.5 s) ends on the actor's timer: wait for its event rather than a fixed time.
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events = gw.events(1).await;
+        if events.iter().any(|e| e["change"] == "cooldown_left") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     assert_valid(&events);
     let changes: Vec<&str> = events
         .iter()
