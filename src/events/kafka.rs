@@ -408,9 +408,10 @@ impl Publisher {
             self.settle();
             self.maybe_go_live();
             let took = self.shared.queue.take_into(&mut batch);
-            for event in batch.drain(..) {
-                self.accept(&event);
+            for taken in &batch {
+                self.accept(&taken.event);
             }
+            self.shared.queue.recycle(&mut batch);
             self.check_stall();
             self.flush_spool();
             if !closing {
@@ -833,8 +834,8 @@ impl Publisher {
             self.serve_reports();
             self.settle();
             self.shared.queue.take_into(&mut batch);
-            for event in batch.drain(..) {
-                self.accept(&event);
+            for taken in batch.drain(..) {
+                self.accept(&taken.event);
             }
         }
         if self.in_flight > 0 {
@@ -860,8 +861,8 @@ impl Publisher {
         }
         self.held_live = 0;
         self.shared.queue.take_into(&mut batch);
-        for event in batch.drain(..) {
-            self.accept(&event);
+        for taken in batch.drain(..) {
+            self.accept(&taken.event);
         }
         if self.in_flight > 0 {
             tracing::error!(

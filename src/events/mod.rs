@@ -328,9 +328,9 @@ impl Shared {
     fn write_late(&self, event: Option<Event>) {
         let mut closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(log) = closed.as_mut() else { return };
-        let mut events = Vec::new();
-        self.queue.take_into(&mut events);
-        events.extend(event);
+        let mut taken = Vec::new();
+        self.queue.take_into(&mut taken);
+        let events: Vec<Event> = taken.into_iter().map(|t| t.event).chain(event).collect();
         if events.is_empty() {
             return;
         }
@@ -428,11 +428,12 @@ fn run_embedded(shared: &Shared, mut log: SegmentLog) -> SegmentLog {
         let closing = shared.closing.load(Ordering::SeqCst);
         shared.metrics.queue_depth.set(shared.queue.len() as i64);
         let took = shared.queue.take_into(&mut batch);
-        for event in batch.drain(..) {
+        for taken in &batch {
             buf.clear();
-            event.write_json(&mut buf);
-            shared.append(&mut log, &buf, Some(&event));
+            taken.event.write_json(&mut buf);
+            shared.append(&mut log, &buf, Some(&taken.event));
         }
+        shared.queue.recycle(&mut batch);
         // Hands the batch to the OS, and syncs as the fsync policy says (also when idle).
         if let Err(e) = log.flush() {
             shared.log_drop(|| tracing::error!(error = %e, "cannot flush the event log"));
