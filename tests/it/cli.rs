@@ -238,6 +238,17 @@ environment_variables:
     assert!(!log.contains('\u{1b}'), "ANSI escape codes in a piped log:\n{log}");
 }
 
+/// One chat call to model group `g` of the gateway on `port`; its `x-litellm-call-id`.
+async fn chat_call_id(port: u16) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/chat/completions"))
+        .json(&json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    resp.headers()["x-litellm-call-id"].to_str().unwrap().to_string()
+}
+
 /// A mock upstream and, in front of it, a gateway serving `models` (model group, mock model).
 struct MockedGateway {
     gateway: Running,
@@ -345,13 +356,7 @@ async fn embedded_events_survive_a_restart_and_tail_shows_them() {
         wait_ready(port).await;
         wait_ready(mock_port).await;
         for _ in 0..requests {
-            let resp = reqwest::Client::new()
-                .post(format!("http://127.0.0.1:{port}/chat/completions"))
-                .json(&json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .unwrap();
-            call_ids.push(resp.headers()["x-litellm-call-id"].to_str().unwrap().to_string());
+            call_ids.push(chat_call_id(port).await);
         }
         assert!(Command::new("kill").args(["-TERM", &gateway.pid()]).status().unwrap().success());
         let status = tokio::task::spawn_blocking(move || gateway.wait()).await.unwrap();
@@ -397,13 +402,7 @@ async fn a_relative_event_log_path_is_relative_to_the_config_file() {
             .unwrap(),
     ));
     wait_ready(port).await;
-    let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/chat/completions"))
-        .json(&json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    let call_id = resp.headers()["x-litellm-call-id"].to_str().unwrap().to_string();
+    let call_id = chat_call_id(port).await;
     assert!(Command::new("kill").args(["-TERM", &gateway.pid()]).status().unwrap().success());
     let status = tokio::task::spawn_blocking(move || gateway.wait()).await.unwrap();
     assert!(status.success());
