@@ -1,27 +1,39 @@
-//! Publishing to Kafka with rdkafka (its bundled librdkafka): one `BaseProducer`, owned and
-//! polled by the publisher thread, with a delivery callback; batched, lz4-compressed, idempotent,
-//! keyed by request id so a call's request and response events share a partition.
+//! Publishing to Kafka with rdkafka (its bundled librdkafka): one `BaseProducer`, owned by the
+//! publisher thread, which serves its delivery reports (a callback) between rounds; batched
+//! (`linger.ms` 5), lz4-compressed, idempotent, keyed by request id so a call's request and
+//! response events share a partition. Topic names are built once.
 //!
 //! The publisher is in one of two modes:
 //! - **live**: new events go to the producer;
 //! - **spooling**: new events are appended to the spool (a [`SegmentLog`] under
-//!   `<path>/spool`), and the spool is sent from a cursor, in order, as fast as the broker
-//!   acknowledges it (at most [`DRAIN_WINDOW`] unacknowledged at a time; a single probe after a
-//!   failure). When the cursor reaches the end of the spool, everything spooled has been handed
-//!   to the producer ahead of any new event, and the publisher goes live again, under load too.
+//!   `<path>/spool`), and the spool is sent from a cursor ([`Reader`]), in order, as fast as the
+//!   broker acknowledges it: at most [`DRAIN_WINDOW`] unacknowledged at a time, one (a probe)
+//!   for the first second after going to spooling or after a failure. When the cursor reaches
+//!   the end of the spool, everything spooled has been handed to the producer ahead of any new
+//!   event, and the publisher goes live again, under load too. The spool's commit point follows
+//!   the acknowledgements (written down every 200 ms); a failure sends it again from there.
 //!
 //! It goes from live to spooling when a delivery fails (the failed event is spooled), when the
 //! producer's queue is full, when the broker has acknowledged nothing for [`STALL`] while events
-//! wait, or at start until the topics exist.
+//! wait, and at start until the topics exist.
 //!
 //! **Order per key.** An event is handed to the producer only when no earlier event with the
-//! same key is unacknowledged; until then it waits behind it in memory. If the earlier one fails,
-//! both go to the spool in their order. So a call's response event never reaches the topic
+//! same key is unacknowledged; until then it waits behind it, in memory. If the earlier one fails,
+//! both go to the spool, in their order. So a call's response event never reaches the topic
 //! before its request event, across failures and restarts (its first copy: delivery is at least
-//! once, and a re-sent spool can repeat events that were already acknowledged).
+//! once, and a spool sent again can repeat events that were acknowledged). A response is the
+//! last event of its key, so it is not tracked while in flight.
 //!
-//! The spool's records carry their route (topic and key) in front of the JSON, so sending them
-//! does not parse them; spools written before this format (plain JSON) are still read.
+//! **Idempotence and timeouts.** `enable.idempotence` is on, and `message.timeout.ms` is 0
+//! (never): a message that times out leaves a gap in the producer's sequence, after which
+//! librdkafka bumps its epoch; Kafka and Redpanda accept that, tansu 0.6 does not (its sqlite
+//! storage panics in `idempotent_message_check` and the broker takes no more produce requests).
+//! STALL notices a broker that does not answer instead, and what the producer holds waits for it
+//! (or is purged into the spool at shutdown). Both are producer properties a config can change.
+//!
+//! The spool's records carry their route (topic, key, last-of-key) in front of the JSON, so
+//! sending them does not parse them; spools written before this format (plain JSON) are still
+//! read.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
