@@ -62,6 +62,7 @@ struct CallerSeries {
     hashed_api_key: String,
     model: String,
     requests: IntCounter,
+    spend: prometheus::Counter,
     input_tokens: IntCounter,
     output_tokens: IntCounter,
     total_tokens: IntCounter,
@@ -282,7 +283,7 @@ impl Metrics {
         let caller = self.caller_series(group, name, model, r.identity);
         caller.requests.inc();
         if r.spend > 0.0 {
-            f.spend.with_label_values(&[model, name]).inc_by(r.spend);
+            caller.spend.inc_by(r.spend);
         }
         if r.prompt_tokens > 0 || r.completion_tokens > 0 {
             caller.input_tokens.inc_by(r.prompt_tokens);
@@ -301,7 +302,7 @@ impl Metrics {
         }
     }
 
-    /// The caller-labelled series for this request: the group's cached one when it is the same
+    /// The caller-labelled series (and spend) for this request: the group's cached one when it is the same
     /// caller and answering group, else bound now (and cached).
     fn caller_series(
         &self,
@@ -321,6 +322,7 @@ impl Metrics {
             hashed_api_key: id.hashed_api_key.to_string(),
             model: model.to_string(),
             requests: f.requests.with_label_values(&[model, "", id.hashed_api_key, "", "", "", ""]),
+            spend: f.spend.with_label_values(&[model, name]),
             input_tokens: f.input_tokens.with_label_values(&tokens),
             output_tokens: f.output_tokens.with_label_values(&tokens),
             total_tokens: f.total_tokens.with_label_values(&tokens),

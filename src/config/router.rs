@@ -119,9 +119,9 @@ pub fn wildcard_matches(pattern: &str, model: &str) -> bool {
 /// with `*` replaced by what the `model_name` pattern's `*` matched (`model_name: "openai/*"`,
 /// `model: "openai/*"`: `openai/gpt-4o` is sent as `gpt-4o`; `model_name: "*"`: the whole name).
 /// A deployment whose model has no `*` always sends its own.
-pub fn wildcard_upstream_model(pattern: &str, upstream: &str, requested: &str) -> String {
+pub fn wildcard_upstream_model<'a>(pattern: &str, upstream: &'a str, requested: &str) -> std::borrow::Cow<'a, str> {
     if !upstream.contains('*') {
-        return upstream.to_string();
+        return upstream.into();
     }
     let captured = match pattern.split_once('*') {
         Some((prefix, suffix)) if !suffix.contains('*') => {
@@ -129,7 +129,7 @@ pub fn wildcard_upstream_model(pattern: &str, upstream: &str, requested: &str) -
         }
         _ => requested,
     };
-    upstream.replacen('*', captured, 1)
+    upstream.replacen('*', captured, 1).into()
 }
 
 /// The group names `model_list` produced, for checking fallbacks and aliases.

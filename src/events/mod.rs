@@ -174,6 +174,24 @@ struct Shared {
     started: Instant,
 }
 
+impl Shared {
+    /// A queue of `queue_capacity`; with Kafka, spooling until the broker has answered.
+    fn new(queue_capacity: usize, kafka: bool, metrics: EventMetrics) -> Self {
+        Self {
+            queue: Queue::new(queue_capacity),
+            metrics,
+            spooling: AtomicBool::new(kafka),
+            kafka,
+            closing: AtomicBool::new(false),
+            deadline: Mutex::new(None),
+            closed: Mutex::new(None),
+            is_closed: AtomicBool::new(false),
+            last_drop_log: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
 /// The handle handlers publish through; cheap to clone.
 #[derive(Clone)]
 pub struct EventSink {
@@ -208,18 +226,7 @@ impl EventSink {
         };
         let log = SegmentLog::open(&dir, config.segment_bytes, config.fsync)
             .map_err(|source| EventLogError::Open { path: dir.display().to_string(), source })?;
-        let shared = Arc::new(Shared {
-            queue: Queue::new(config.queue_capacity),
-            metrics,
-            spooling: AtomicBool::new(config.kafka.is_some()),
-            kafka: config.kafka.is_some(),
-            closing: AtomicBool::new(false),
-            deadline: Mutex::new(None),
-            closed: Mutex::new(None),
-            is_closed: AtomicBool::new(false),
-            last_drop_log: AtomicU64::new(0),
-            started: Instant::now(),
-        });
+        let shared = Arc::new(Shared::new(config.queue_capacity, config.kafka.is_some(), metrics));
         let thread_shared = shared.clone();
         let publisher = match &config.kafka {
             Some(k) => {
@@ -505,18 +512,7 @@ mod tests {
         let log = SegmentLog::open(&dir, 1 << 20, FsyncPolicy::Always).unwrap();
         let m = metrics();
         // A sink whose publisher has not started: nothing takes events off the queue.
-        let shared = Arc::new(Shared {
-            queue: Queue::new(2),
-            metrics: m.clone(),
-            spooling: AtomicBool::new(false),
-            kafka: false,
-            closing: AtomicBool::new(false),
-            deadline: Mutex::new(None),
-            closed: Mutex::new(None),
-            is_closed: AtomicBool::new(false),
-            last_drop_log: AtomicU64::new(0),
-            started: Instant::now(),
-        });
+        let shared = Arc::new(Shared::new(2, false, m.clone()));
         let sink = EventSink { shared: Some(shared.clone()), gateway_id: "gw-test".into(), publisher: Arc::default() };
         for n in 0..5 {
             sink.publish(event(n));

@@ -4,14 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
-
-use crate::openai::request::RequestBody;
 use tokio::time::Instant;
 
 use crate::deployment::DeploymentHandle;
 use crate::events::types::timestamp;
 use crate::events::{Envelope, Event, EventSink, RequestEvent, ResponseEvent};
 use crate::metrics::{Identity, Metrics, RequestRecord};
+use crate::openai::request::RequestBody;
 use crate::openai::{estimate_tokens, TokenUsage};
 use crate::providers::Endpoint;
 
@@ -197,7 +196,6 @@ impl Recorder {
             total_secs: total.as_secs_f64(),
             overhead_secs: overhead.as_secs_f64(),
         });
-
         if !trace.announced {
             return;
         }

@@ -50,8 +50,12 @@ pub struct Relay {
     out: VecDeque<Bytes>,
     strip_usage: bool,
     idle_timeout: Duration,
-    idle: Pin<Box<Sleep>>,
-    heartbeat: Pin<Box<Sleep>>,
+    /// When the upstream last sent bytes, and when the last keep-alive went out: the idle and
+    /// keep-alive deadlines derive from them. One timer is armed for the nearer deadline and
+    /// re-armed only when it fires, so a chunk costs a clock read, not a timer reset.
+    last_upstream: Instant,
+    last_keep_alive: Instant,
+    timer: Pin<Box<Sleep>>,
     /// `data:` events seen; a stream that ends without any was not a stream.
     data_events: u64,
     done_seen: bool,
@@ -75,8 +79,9 @@ impl Relay {
             out: VecDeque::new(),
             strip_usage,
             idle_timeout,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
-            heartbeat: Box::pin(tokio::time::sleep(HEARTBEAT)),
+            last_upstream: Instant::now(),
+            last_keep_alive: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(idle_timeout.min(HEARTBEAT))),
             data_events: 0,
             done_seen: false,
             ended: false,
@@ -144,6 +149,27 @@ impl Relay {
         self.ended = true;
     }
 
+    /// The timer fired: cut an upstream quiet for `idle_timeout`, send a keep-alive after
+    /// [`HEARTBEAT`] of silence, and re-arm for whichever deadline is next.
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        let idle_deadline = self.last_upstream + self.idle_timeout;
+        if now >= idle_deadline {
+            let secs = self.idle_timeout.as_secs_f64();
+            self.fail(UpstreamFailure::new(
+                FailureKind::Timeout,
+                format!("upstream stream sent nothing for {secs:.1}s (stream_timeout)"),
+            ));
+            return;
+        }
+        if now >= self.last_upstream.max(self.last_keep_alive) + HEARTBEAT {
+            self.out.push_back(Bytes::from_static(KEEP_ALIVE));
+            self.last_keep_alive = now;
+        }
+        let keep_alive_deadline = self.last_upstream.max(self.last_keep_alive) + HEARTBEAT;
+        self.timer.as_mut().reset(idle_deadline.min(keep_alive_deadline));
+    }
+
     fn report(&mut self) {
         if let Some(on_end) = self.on_end.take() {
             on_end(std::mem::take(&mut self.summary));
@@ -158,29 +184,20 @@ impl Stream for Relay {
         let this = &mut *self;
         loop {
             if let Some(bytes) = this.out.pop_front() {
-                this.heartbeat.as_mut().reset(Instant::now() + HEARTBEAT);
                 return Poll::Ready(Some(Ok(bytes)));
             }
             if this.ended {
                 this.report();
                 return Poll::Ready(None);
             }
-            if this.idle.poll_unpin(cx).is_ready() {
-                let secs = this.idle_timeout.as_secs_f64();
-                this.fail(UpstreamFailure::new(
-                    FailureKind::Timeout,
-                    format!("upstream stream sent nothing for {secs:.1}s (stream_timeout)"),
-                ));
-                continue;
-            }
-            if this.heartbeat.poll_unpin(cx).is_ready() {
-                this.out.push_back(Bytes::from_static(KEEP_ALIVE));
+            if this.timer.poll_unpin(cx).is_ready() {
+                this.on_timer();
                 continue;
             }
             match this.upstream.poll_next_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => {
-                    this.idle.as_mut().reset(Instant::now() + this.idle_timeout);
+                    this.last_upstream = Instant::now();
                     this.splitter.push(&bytes);
                     while let Some(event) = this.splitter.next_event() {
                         this.on_event(event);

@@ -65,6 +65,32 @@ impl<'de> Deserialize<'de> for TopLevel<'de> {
     }
 }
 
+/// Whether a key appears twice: pairwise for the few keys of a real request (no allocation),
+/// with a set beyond that, so a body of millions of keys costs linear time, not quadratic.
+fn has_repeated_keys(fields: &[Field]) -> bool {
+    if fields.len() <= 16 {
+        return fields.iter().enumerate().any(|(i, f)| fields[..i].iter().any(|g| g.key == f.key));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(fields.len());
+    !fields.iter().all(|f| seen.insert(f.key.as_str()))
+}
+
+/// Collapses repeated keys: each key once, where it first appeared, with its last value.
+fn last_value_wins(fields: Vec<Field>) -> Vec<Field> {
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(fields.len());
+    let mut out: Vec<Field> = Vec::with_capacity(fields.len());
+    for field in fields {
+        match at.get(&field.key) {
+            Some(&i) => out[i].value = field.value,
+            None => {
+                at.insert(field.key.clone(), out.len());
+                out.push(field);
+            }
+        }
+    }
+    out
+}
+
 impl RequestBody {
     /// Reads the top level of `bytes`; the values themselves are only checked to be valid JSON.
     pub fn parse(bytes: Bytes) -> Result<Self, BodyError> {
@@ -80,15 +106,18 @@ impl RequestBody {
 
     fn from_top_level(bytes: &Bytes, top: TopLevel) -> Self {
         let base = bytes.as_ptr() as usize;
-        let mut fields: Vec<Field> = Vec::with_capacity(top.0.len());
-        for (key, raw) in top.0 {
-            let text = raw.get();
-            let start = text.as_ptr() as usize - base;
-            let field = Field { key, value: start..start + text.len() };
-            match fields.iter_mut().find(|f| f.key == field.key) {
-                Some(existing) => *existing = field,
-                None => fields.push(field),
-            }
+        let mut fields: Vec<Field> = top
+            .0
+            .into_iter()
+            .map(|(key, raw)| {
+                let text = raw.get();
+                let start = text.as_ptr() as usize - base;
+                Field { key, value: start..start + text.len() }
+            })
+            .collect();
+        // A key sent twice keeps its last value, in the place of its first.
+        if has_repeated_keys(&fields) {
+            fields = last_value_wins(fields);
         }
         Self { bytes: bytes.clone(), fields }
     }
@@ -193,6 +222,10 @@ mod tests {
         assert!(matches!(RequestBody::parse(Bytes::from_static(b"{} x")), Err(BodyError::Json(_))));
         let b = body(r#"{"a":1,"b":2,"a":3}"#);
         assert_eq!(b.get("a"), Some(json!(3)));
-        assert_eq!(b.keys().count(), 2);
+        assert_eq!(b.keys().collect::<Vec<_>>(), ["a", "b"]);
+        // Many keys, one repeated at the end: found without comparing every pair.
+        let many: String = (0..1000).map(|i| format!("\"k{i}\":{i},")).collect();
+        let b = body(&format!("{{{many}\"k7\":\"last\"}}"));
+        assert_eq!((b.keys().count(), b.get("k7")), (1000, Some(json!("last"))));
     }
 }

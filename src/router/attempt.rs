@@ -17,17 +17,23 @@ use crate::openai::TokenUsage;
 
 pub struct Attempt {
     deployment: DeploymentHandle,
-    /// The model group the client's request resolved to: the `requested_model` metric label
-    /// (always a configured name, so the label's values are bounded).
-    requested_group: Arc<str>,
+    /// The model group the client's request resolved to, when it is not the deployment's own
+    /// (a fallback): the `requested_model` metric label, always a configured name. `None` in the
+    /// common case, so picking a deployment allocates nothing.
+    requested_group: Option<Arc<str>>,
     started: Instant,
     /// The `max_parallel_requests` slot, given back on drop.
     _slot: InFlight,
 }
 
 impl Attempt {
-    pub(super) fn new(deployment: DeploymentHandle, slot: InFlight, requested_group: Arc<str>) -> Self {
+    pub(super) fn new(deployment: DeploymentHandle, slot: InFlight, requested_group: &str) -> Self {
+        let requested_group = (deployment.config().model_name != requested_group).then(|| requested_group.into());
         Self { deployment, requested_group, started: Instant::now(), _slot: slot }
+    }
+
+    fn requested_group(&self) -> &str {
+        self.requested_group.as_deref().unwrap_or(&self.deployment.config().model_name)
     }
 
     pub fn deployment(&self) -> &DeploymentHandle {
@@ -45,7 +51,7 @@ impl Attempt {
         let d = &self.deployment;
         d.report(Outcome::Success { latency, ttft, completion_tokens: usage.completion_tokens });
         d.add_tokens(usage.total_tokens);
-        d.series().success(&self.requested_group, latency.as_secs_f64(), usage.completion_tokens);
+        d.series().success(self.requested_group(), latency.as_secs_f64(), usage.completion_tokens);
         if let Some(t) = ttft {
             d.series().time_to_first_token(t.as_secs_f64());
         }
@@ -65,7 +71,7 @@ impl Attempt {
         if let Some(usage) = usage {
             d.add_tokens(usage.total_tokens);
         }
-        d.series().failure(&self.requested_group, failure.status());
+        d.series().failure(self.requested_group(), failure.status());
         tracing::debug!(deployment = %d.id(), status = failure.status(), error = %failure.message, "upstream call failed");
     }
 }

@@ -1,7 +1,6 @@
 //! Dispatching one request: pick a deployment, call it, retry and fall back as planned.
 //! Runs in the request's own future; the deployment actors only hear about outcomes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -247,10 +246,9 @@ impl RouterHandle {
                 deployment: "mock_testing_fallbacks".into(),
             });
         }
-        let requested: Arc<str> = req.group.as_str().into();
         let mut retry = 0;
         loop {
-            let attempt = self.pick(group, deployments, req, &progress.tried, &requested)?;
+            let attempt = self.pick(group, deployments, req, &progress.tried)?;
             let d = attempt.deployment().clone();
             progress.last_deployment = Some(d.clone());
             let started = Instant::now();
@@ -292,7 +290,6 @@ impl RouterHandle {
         deployments: &[DeploymentHandle],
         req: &CallRequest,
         tried: &[String],
-        requested: &Arc<str>,
     ) -> Result<Attempt, AttemptError> {
         let now = Instant::now();
         let s = &self.settings;
@@ -345,7 +342,7 @@ impl RouterHandle {
                 // Another request may have taken the last `max_parallel_requests` slot since
                 // the candidates were read; then the next candidate is tried.
                 if let Some(slot) = d.try_start_call() {
-                    return Ok(Attempt::new(d.clone(), slot, requested.clone()));
+                    return Ok(Attempt::new(d.clone(), slot, &req.group));
                 }
             }
             candidates.retain(|c| c.index != index);
