@@ -16,8 +16,14 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("{message}")]
     InvalidParam { message: String, param: String },
-    #[error("{0}")]
-    Unauthorized(String),
+    /// A check of the caller failed: authentication (401), model access (401), budget (429,
+    /// `budget_exceeded`), or a bad management request; `kind` is LiteLLM's error type.
+    #[error("{message}")]
+    Denied { status: u16, kind: &'static str, message: String },
+    /// A rate limit of the caller's (LiteLLM's v3 limiter): 429 with `retry-after`,
+    /// `rate_limit_type` and `reset_at`.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64, limit_type: &'static str, reset_at: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -53,7 +59,8 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) | Self::InvalidParam { .. } | Self::PayloadTooLarge { .. } => "invalid_request_error",
             Self::ContextWindowExceeded(_) => "invalid_request_error",
-            Self::Unauthorized(_) => "auth_error",
+            Self::Denied { kind, .. } => kind,
+            Self::RateLimited { .. } => "rate_limit_error",
             Self::NotFound(_) => "not_found_error",
             Self::MethodNotAllowed(_) => "invalid_request_error",
             Self::RequestTimeout(_) => "timeout_error",
@@ -74,7 +81,10 @@ impl GatewayError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::BadRequest(_) | Self::InvalidParam { .. } => "BadRequestError",
-            Self::Unauthorized(_) => "AuthenticationError",
+            Self::Denied { status: 429, .. } => "BudgetExceededError",
+            Self::Denied { status: 401 | 403, .. } => "AuthenticationError",
+            Self::Denied { .. } => "BadRequestError",
+            Self::RateLimited { .. } => "RateLimitError",
             Self::NotFound(_) => "NotFoundError",
             Self::MethodNotAllowed(_) => "MethodNotAllowed",
             Self::RequestTimeout(_) => "Timeout",
@@ -111,7 +121,8 @@ impl ResponseError for GatewayError {
     fn status_code(&self) -> StatusCode {
         let code = match self {
             Self::BadRequest(_) | Self::InvalidParam { .. } | Self::ContextWindowExceeded(_) => 400,
-            Self::Unauthorized(_) => 401,
+            Self::Denied { status, .. } => *status,
+            Self::RateLimited { .. } => 429,
             Self::NotFound(_) => 404,
             Self::MethodNotAllowed(_) => 405,
             Self::RequestTimeout(_) => 408,
@@ -130,6 +141,11 @@ impl ResponseError for GatewayError {
         | Self::NoDeploymentsAvailable { retry_after: Some(secs), .. } = self
         {
             builder.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if let Self::RateLimited { retry_after, limit_type, reset_at, .. } = self {
+            builder.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+            builder.insert_header(("rate_limit_type", *limit_type));
+            builder.insert_header(("reset_at", reset_at.as_str()));
         }
         // An upstream's own error keeps its type and param; `code` is always our status.
         let upstream = match self {

@@ -6,6 +6,13 @@
 //! - [`config`]: LiteLLM's `config.yaml` → a validated [`config::Config`], one file per section;
 //!   every problem is reported at once, each naming its field. The provider catalog (prefixes,
 //!   default bases, key variables) is configuration too (`config::providers`).
+//! - [`auth`]: who is calling — the master key and virtual keys resolved into a `Caller`,
+//!   LiteLLM's checks in its order, and the key table (keys, teams, users, end users),
+//!   event-sourced on the compacted topic `<prefix>.keys`.
+//! - [`budget`]: spend per key, team, user, team member and end user per calendar-aligned
+//!   budget window, reservations at admission, and the follower of `<prefix>.events` that
+//!   counts other instances' calls.
+//! - [`limits`]: rpm/tpm/parallel limits per key, user, team, member, end user and model.
 //! - [`http`]: thin actix-web handlers, one file per endpoint family, CORS, and the stream relay.
 //! - [`router`]: the routing table (owned by the `Router` actor, read through `ArcSwap`), pure
 //!   strategies, retry/fallback planning, dispatch of one request, and the `Attempt` guard that
@@ -27,6 +34,8 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod cost;
 pub mod deployment;
@@ -34,6 +43,7 @@ pub mod error;
 pub mod events;
 pub mod failure;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod mock;
 pub mod openai;

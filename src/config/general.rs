@@ -37,7 +37,12 @@ fn default_max_request_size_bytes() -> usize {
 const MAX_REQUEST_SIZE_MB: f64 = 1024.0;
 
 impl Validator<'_> {
-    pub(super) fn general(&mut self, g: RawGeneralSettings) -> GeneralSettings {
+    pub(super) fn general(&mut self, mut g: RawGeneralSettings) -> GeneralSettings {
+        if g.extra.remove("database_url").is_some() {
+            self.warn(
+                "general_settings.database_url: Switchyard keeps keys, teams, users and spend on its event log, not in a database; ignored",
+            );
+        }
         self.unsupported("general_settings", "general_settings", &g.extra);
         let master_key = g.master_key.or_else(|| (self.env)("LITELLM_MASTER_KEY")).filter(|k| !k.is_empty());
         let max_request_size_bytes = match g.max_request_size_mb {

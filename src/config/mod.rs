@@ -92,6 +92,8 @@ pub struct Config {
     /// A user-supplied price map replacing the bundled one.
     pub model_cost_map_path: Option<String>,
     pub event_log: EventLogConfig,
+    /// `litellm_settings.timezone`: where budget windows start (UTC when unset).
+    pub timezone: jiff::tz::TimeZone,
     /// One line per LiteLLM key, provider or deployment that was accepted but is not served.
     pub warnings: Vec<String>,
 }
@@ -246,6 +248,7 @@ impl Validator<'_> {
         let (in_model_list, elsewhere): (Vec<MissingVar>, Vec<MissingVar>) =
             missing.into_iter().partition(|m| m.path.starts_with("model_list["));
         let (deployments, groups) = self.deployments(raw.model_list, raw.unreadable_groups, &in_model_list);
+        let timezone = self.timezone(raw.litellm_settings.timezone.as_deref());
         let router = self.router_settings(raw.litellm_settings, raw.router_settings, &groups);
         let general = self.general(raw.general_settings);
         let event_log = self.event_log(raw.event_log.unwrap_or_default());
@@ -262,8 +265,20 @@ impl Validator<'_> {
                 .and_then(|p| p.model_cost_map_path)
                 .map(|p| self.file_path(&p).to_string_lossy().into_owned()),
             event_log,
+            timezone,
             warnings: self.warnings,
         })
+    }
+
+    fn timezone(&mut self, name: Option<&str>) -> jiff::tz::TimeZone {
+        let Some(name) = name else { return jiff::tz::TimeZone::UTC };
+        match jiff::tz::TimeZone::get(name) {
+            Ok(tz) => tz,
+            Err(e) => {
+                self.problem("litellm_settings.timezone", format!("unknown timezone {name:?}: {e}"));
+                jiff::tz::TimeZone::UTC
+            }
+        }
     }
 
     /// Unset `os.environ/` references outside `model_list`: the master key is required (starting

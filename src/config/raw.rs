@@ -69,7 +69,8 @@ pub fn read(doc: Value, problems: &mut Vec<Problem>) -> RawConfig {
                 let (known, extra) = split_known(value, &name, &fields, problems);
                 let own: LitellmOwnKeys = section(known.clone(), &name, problems);
                 let keys = section(known, &name, problems);
-                raw.litellm_settings = RawLitellmSettings { keys, request_timeout: own.request_timeout, extra };
+                raw.litellm_settings =
+                    RawLitellmSettings { keys, request_timeout: own.request_timeout, timezone: own.timezone, extra };
             }
             "general_settings" => raw.general_settings = section(value, &name, problems),
             // Resolved into the environment overlay before this point; nothing else to read.
@@ -352,6 +353,8 @@ pub struct RawLitellmSettings {
     pub keys: RouterKeys,
     /// LiteLLM's name for the default upstream timeout in this section.
     pub request_timeout: Option<Duration>,
+    /// Budget windows are aligned to this IANA zone (UTC when unset).
+    pub timezone: Option<String>,
     pub extra: Extra,
 }
 
@@ -360,6 +363,7 @@ pub struct RawLitellmSettings {
 struct LitellmOwnKeys {
     #[serde(default, deserialize_with = "opt_duration")]
     request_timeout: Option<Duration>,
+    timezone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -152,6 +152,7 @@ impl Deployment {
         config: DeploymentConfig,
         price: Option<Price>,
         max_input_tokens: Option<u64>,
+        max_output_tokens: Option<u64>,
         policy: HealthPolicy,
         metrics: Arc<Metrics>,
         events: EventSink,
@@ -168,6 +169,7 @@ impl Deployment {
                 config,
                 price,
                 max_input_tokens,
+                max_output_tokens,
                 in_flight: AtomicU32::new(0),
                 rpm,
                 usage: MinuteUsage::default(),
@@ -236,6 +238,7 @@ struct Inner {
     price: Option<Price>,
     /// From the config, else from the price map.
     max_input_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
     in_flight: AtomicU32,
     /// `litellm_params.rpm` as a rate limiter.
     rpm: Option<DefaultDirectRateLimiter>,
@@ -285,6 +288,12 @@ impl DeploymentHandle {
 
     pub fn max_input_tokens(&self) -> Option<u64> {
         self.inner.max_input_tokens
+    }
+
+    /// The most a call can generate (the price map's `max_output_tokens`): what a budget
+    /// reservation assumes when the request sets no `max_tokens`.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.inner.max_output_tokens
     }
 
     pub fn health(&self) -> Arc<HealthSnapshot> {

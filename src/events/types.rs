@@ -215,12 +215,8 @@ pub struct RequestEvent {
     /// gateway does not know the model.
     pub model_group: Option<String>,
     pub stream: bool,
-    /// SHA-256 (hex) of the key presented; never the key itself.
-    pub api_key_hash: Option<String>,
-    pub key_alias: Option<String>,
-    pub user: Option<String>,
-    pub team_id: Option<String>,
-    pub end_user: Option<String>,
+    #[serde(flatten)]
+    pub caller: CallerFields,
     pub tags: Vec<String>,
     pub metadata: Option<Value>,
     /// Sampling and shape parameters (temperature, max_tokens, n, number of tools, …).
@@ -229,6 +225,24 @@ pub struct RequestEvent {
     pub prompt_tokens_estimate: u64,
     /// The messages/prompt/input, only with `general_settings.store_prompts_in_spend_logs`.
     pub messages: Option<Value>,
+    /// USD reserved against each of the caller's budgets until the call settles (its
+    /// worst-case cost; 0 when nothing is reserved). Other instances count it until they see
+    /// the call's response event.
+    #[serde(default)]
+    pub reserved_cost: f64,
+}
+
+/// Who made a call, on its request and response events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallerFields {
+    /// SHA-256 (hex) of the key presented; never the key itself.
+    pub api_key_hash: Option<String>,
+    pub key_alias: Option<String>,
+    /// The key's user (`user_id`).
+    pub user: Option<String>,
+    pub team_id: Option<String>,
+    /// The end user: the request body's `user` field.
+    pub end_user: Option<String>,
 }
 
 /// A call finished: answered, failed, or abandoned by the client mid-stream.
@@ -242,6 +256,8 @@ pub struct ResponseEvent {
     pub requested_model: String,
     /// The group that answered (differs after a fallback); null when none was reached.
     pub model_group: Option<String>,
+    #[serde(flatten)]
+    pub caller: CallerFields,
     pub deployment_id: Option<String>,
     pub provider: Option<String>,
     pub upstream_model: Option<String>,
@@ -396,17 +412,14 @@ mod tests {
             requested_model: "gpt-4o".into(),
             model_group: Some("gpt-4o-group".into()),
             stream: false,
-            api_key_hash: None,
-            key_alias: None,
-            user: Some("alice".into()),
-            team_id: None,
-            end_user: Some("alice".into()),
+            caller: CallerFields { user: Some("alice".into()), end_user: Some("alice".into()), ..CallerFields::default() },
             tags: vec!["a".into()],
             metadata: Some(json!({"tags": ["a"]})),
             params: json!({"temperature": 0.2}),
             prompt_bytes: 11,
             prompt_tokens_estimate: 3,
             messages: None,
+            reserved_cost: 0.0,
         }
     }
 
@@ -426,6 +439,7 @@ mod tests {
             call_type: "aembedding",
             requested_model: "e".into(),
             model_group: None,
+            caller: CallerFields { api_key_hash: Some("ab".into()), team_id: Some("t".into()), ..CallerFields::default() },
             deployment_id: None,
             provider: None,
             upstream_model: None,

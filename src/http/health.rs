@@ -5,7 +5,8 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use super::{auth, Gateway};
+use super::admin::Authed;
+use super::Gateway;
 use crate::error::GatewayError;
 
 pub async fn liveliness() -> HttpResponse {
@@ -30,8 +31,7 @@ pub async fn metrics(gw: web::Data<Gateway>) -> HttpResponse {
 
 /// Every deployment's health (LiteLLM's shape): the latest background check when
 /// `background_health_checks` is on, else a one-token request to each deployment now.
-pub async fn health(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
-    auth::authorize(&req, &gw)?;
+pub async fn health(Authed(_): Authed, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     let report = match gw.router.last_health() {
         Some(report) => report,
         None => Arc::new(gw.router.check_all().await),

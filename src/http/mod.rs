@@ -1,7 +1,8 @@
 //! Thin actix-web handlers, one file per endpoint family; [`configure`] mounts them all, each
 //! with and without `/v1` as LiteLLM does.
 
-mod auth;
+pub mod admin;
+mod admission;
 pub mod cors;
 mod health;
 mod models;
@@ -15,10 +16,12 @@ use std::time::{Duration, SystemTime};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use secrecy::ExposeSecret;
-
+use crate::auth::{Auth, KeyStore};
+use crate::budget::follow::Following;
+use crate::budget::Budgets;
 use crate::config::GeneralSettings;
 use crate::events::EventSink;
+use crate::limits::Limiter;
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -30,12 +33,27 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Where calls' metrics and events go.
     pub recorder: record::Recorder,
-    /// The master key's SHA-256; requests are compared by hash, so timing reveals nothing.
-    master_key: Option<auth::MasterKey>,
+    /// The master key's hash and the key table: who is calling.
+    pub auth: Auth,
+    /// Writes to the key table (through the log).
+    pub keys: Arc<KeyStore>,
+    pub budgets: Arc<Budgets>,
+    pub limiter: Arc<Limiter>,
+    /// Other instances' calls, counted from the event log (none with the event log off).
+    pub following: Option<Arc<Following>>,
     pub max_request_size: usize,
     /// The longest a client may take to send its request body once its headers are in.
     pub body_timeout: Duration,
     pub started_at: SystemTime,
+}
+
+/// Keys, budgets and limits, as the gateway is given them.
+pub struct Accounts {
+    pub auth: Auth,
+    pub keys: Arc<KeyStore>,
+    pub budgets: Arc<Budgets>,
+    pub limiter: Arc<Limiter>,
+    pub following: Option<Arc<Following>>,
 }
 
 impl Gateway {
@@ -44,8 +62,10 @@ impl Gateway {
         metrics: Arc<Metrics>,
         events: EventSink,
         general: &GeneralSettings,
+        accounts: Accounts,
         body_timeout: Duration,
     ) -> Self {
+        let Accounts { auth, keys, budgets, limiter, following } = accounts;
         Self {
             router,
             recorder: record::Recorder {
@@ -54,7 +74,11 @@ impl Gateway {
                 store_prompts: general.store_prompts_in_spend_logs,
             },
             metrics,
-            master_key: general.master_key.as_ref().map(|k| auth::MasterKey::new(k.expose_secret())),
+            auth,
+            keys,
+            budgets,
+            limiter,
+            following,
             max_request_size: general.max_request_size_bytes,
             body_timeout,
             started_at: SystemTime::now(),
@@ -77,6 +101,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         get(cfg, format!("{prefix}/model/info"), web::get().to(models::model_info));
         get(cfg, format!("{prefix}/model_group/info"), web::get().to(models::model_group_info));
     }
+    admin_routes(cfg);
     get(cfg, "/health/liveliness".into(), web::get().to(health::liveliness));
     get(cfg, "/health/liveness".into(), web::get().to(health::liveliness));
     get(cfg, "/health/readiness".into(), web::get().to(health::readiness));
@@ -84,6 +109,45 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     get(cfg, "/metrics".into(), web::get().to(health::metrics));
     get(cfg, "/metrics/".into(), web::get().to(health::metrics));
     get(cfg, "/".into(), web::get().to(health::liveliness));
+}
+
+/// LiteLLM's key management routes (no `/v1` variants, as in LiteLLM).
+fn admin_routes(cfg: &mut web::ServiceConfig) {
+    use admin::{customers, keys, teams, users};
+    post(cfg, "/key/generate".into(), web::post().to(keys::generate));
+    post(cfg, "/key/update".into(), web::post().to(keys::update));
+    post(cfg, "/key/delete".into(), web::post().to(keys::delete));
+    get(cfg, "/key/info".into(), web::get().to(keys::info));
+    get(cfg, "/key/list".into(), web::get().to(keys::list));
+    post(cfg, "/key/block".into(), web::post().to(keys::block));
+    post(cfg, "/key/unblock".into(), web::post().to(keys::unblock));
+    post(cfg, "/key/regenerate".into(), web::post().to(keys::regenerate_named));
+    post(cfg, "/key/{key}/regenerate".into(), web::post().to(keys::regenerate));
+    post(cfg, "/key/{key}/reset_spend".into(), web::post().to(keys::reset_spend));
+    post(cfg, "/team/new".into(), web::post().to(teams::new));
+    post(cfg, "/team/update".into(), web::post().to(teams::update));
+    post(cfg, "/team/delete".into(), web::post().to(teams::delete));
+    get(cfg, "/team/info".into(), web::get().to(teams::info));
+    get(cfg, "/team/list".into(), web::get().to(teams::list));
+    post(cfg, "/team/member_add".into(), web::post().to(teams::member_add));
+    post(cfg, "/team/member_update".into(), web::post().to(teams::member_update));
+    post(cfg, "/team/member_delete".into(), web::post().to(teams::member_delete));
+    post(cfg, "/team/block".into(), web::post().to(teams::block));
+    post(cfg, "/team/unblock".into(), web::post().to(teams::unblock));
+    post(cfg, "/user/new".into(), web::post().to(users::new));
+    post(cfg, "/user/update".into(), web::post().to(users::update));
+    post(cfg, "/user/delete".into(), web::post().to(users::delete));
+    get(cfg, "/user/info".into(), web::get().to(users::info));
+    get(cfg, "/user/list".into(), web::get().to(users::list));
+    for prefix in ["/customer", "/end_user"] {
+        post(cfg, format!("{prefix}/new"), web::post().to(customers::new));
+        post(cfg, format!("{prefix}/update"), web::post().to(customers::update));
+        post(cfg, format!("{prefix}/delete"), web::post().to(customers::delete));
+        get(cfg, format!("{prefix}/info"), web::get().to(customers::info));
+        get(cfg, format!("{prefix}/list"), web::get().to(customers::list));
+        post(cfg, format!("{prefix}/block"), web::post().to(customers::block));
+        post(cfg, format!("{prefix}/unblock"), web::post().to(customers::unblock));
+    }
 }
 
 fn post(cfg: &mut web::ServiceConfig, path: String, route: actix_web::Route) {

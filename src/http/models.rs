@@ -3,29 +3,30 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::{auth, Gateway};
+use super::admin::Authed;
+use super::Gateway;
 use crate::deployment::DeploymentHandle;
 use crate::error::GatewayError;
 
 /// OpenAI's model list: one entry per model group and visible alias.
-pub async fn list(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
-    auth::authorize(&req, &gw)?;
+/// A key limited to some models sees only those.
+pub async fn list(Authed(caller): Authed, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     let table = gw.router.table();
     let mut names: Vec<&str> = table.group_names().iter().map(String::as_str).collect();
     let mut aliases: Vec<&str> = table.visible_aliases().collect();
     aliases.sort_unstable();
     names.extend(aliases);
+    names.retain(|name| caller.check_model(name, table.resolve(name)).is_ok());
     let data: Vec<Value> = names.into_iter().map(|id| model_object(&gw, id)).collect();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
 }
 
 /// `GET /models/{model}` (the SDKs' `models.retrieve`): a model group or alias, else 404.
 pub async fn retrieve(
-    req: HttpRequest,
+    Authed(_): Authed,
     model: web::Path<String>,
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, GatewayError> {
-    auth::authorize(&req, &gw)?;
     let model = model.into_inner();
     match gw.router.table().resolve(&model) {
         Some(_) => Ok(HttpResponse::Ok().json(model_object(&gw, &model))),
@@ -39,8 +40,7 @@ fn model_object(gw: &Gateway, id: &str) -> Value {
 }
 
 /// Every deployment, keys left out.
-pub async fn model_info(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
-    auth::authorize(&req, &gw)?;
+pub async fn model_info(Authed(_): Authed, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     let table = gw.router.table();
     let data: Vec<Value> = table.deployments().map(deployment_info).collect();
     Ok(HttpResponse::Ok().json(json!({"data": data})))
@@ -82,8 +82,7 @@ fn deployment_info(d: &DeploymentHandle) -> Value {
 }
 
 /// One entry per model group, aggregated over its deployments (LiteLLM's shape).
-pub async fn model_group_info(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
-    auth::authorize(&req, &gw)?;
+pub async fn model_group_info(Authed(_): Authed, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     let table = gw.router.table();
     let data: Vec<Value> = table
         .group_names()

@@ -7,9 +7,10 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL,
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::{Map, Value};
 
+use super::admission::{self, Admission};
 use super::record::{Finished, Recorder, Trace};
 use super::relay::{Relay, StreamSummary};
-use super::{auth, read_body, Gateway};
+use super::{read_body, Gateway};
 use crate::deployment::DeploymentHandle;
 use crate::error::GatewayError;
 use crate::failure::ErrorClass;
@@ -94,24 +95,27 @@ fn invalid(field: &str, message: String) -> GatewayError {
 
 async fn proxy(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>, endpoint: Endpoint) -> HttpResponse {
     let mut trace = Trace::new(endpoint);
-    let call = match admit(&req, payload, &gw, &mut trace).await {
-        Ok(call) => call,
+    let (call, admission) = match admit(&req, payload, &gw, &mut trace).await {
+        Ok(admitted) => admitted,
         Err(err) => return rejected(&gw.recorder, &trace, &err),
     };
     match gw.router.dispatch(&call).await {
-        Ok(served) => answer(&gw, trace, &call, served),
+        Ok(served) => answer(&gw, trace, &call, served, admission),
         Err(failed) => failure(&gw, &trace, failed),
     }
 }
 
-/// Authenticates, reads and validates the request, and announces it.
+/// Authenticates, reads and validates the request, checks the caller's access, budgets and
+/// limits, and announces it.
 async fn admit(
     req: &HttpRequest,
     payload: web::Payload,
     gw: &Gateway,
     trace: &mut Trace,
-) -> Result<CallRequest, GatewayError> {
-    trace.key_hash = auth::authorize(req, gw)?;
+) -> Result<(CallRequest, Admission), GatewayError> {
+    let caller = gw.auth.identify(req.headers())?;
+    caller.check_route(req.path())?;
+    trace.key_hash = caller.key_hash.clone();
     let endpoint = trace.endpoint;
     let bytes = read_body(payload, gw.max_request_size, gw.body_timeout).await?;
     let mut body = RequestBody::parse(bytes).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
@@ -136,6 +140,12 @@ async fn admit(
     trace.stream = stream;
     let params = take_gateway_params(&mut body)?;
     let prompt_bytes = prompt_len(&body);
+    let input_tokens = estimate_tokens(prompt_bytes);
+    let end_user = admission::end_user(&body);
+    trace.caller = admission::caller_fields(&caller, end_user.clone());
+    let call = admission::Call { model: &model, group: trace.group.as_deref(), body: &body, input_tokens };
+    let (hold, reserved) = admission::admit(gw, &caller, &call, end_user.as_deref())?;
+    trace.reserved_cost = reserved;
     gw.recorder.request(trace, &body, prompt_bytes);
     let group = trace.group.clone().ok_or_else(|| GatewayError::BadRequest(crate::router::invalid_model(&model)))?;
     let mut overrides = Vec::new();
@@ -148,11 +158,11 @@ async fn admit(
         options.insert("include_usage".into(), Value::Bool(true));
         overrides.push(("stream_options", Value::Object(options)));
     }
-    Ok(CallRequest {
+    let call = CallRequest {
         endpoint,
         model,
         group,
-        input_tokens: estimate_tokens(prompt_bytes),
+        input_tokens,
         body,
         overrides,
         stream,
@@ -160,7 +170,8 @@ async fn admit(
         stream_timeout: params.stream_timeout,
         mock_response: params.mock_response,
         mock_failure: params.mock_failure,
-    })
+    };
+    Ok((call, hold))
 }
 
 /// The endpoint's required input: `messages` (a non-empty array), `prompt` or `input`. Judged
@@ -195,9 +206,12 @@ fn client_wants_usage(call: &CallRequest) -> bool {
     call.body.get("stream_options").and_then(|o| o.get("include_usage").and_then(Value::as_bool)).unwrap_or(false)
 }
 
-fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) -> HttpResponse {
+fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched, mut admission: Admission) -> HttpResponse {
     let Dispatched { deployment, group, headers: upstream_headers, reply, retries, fallbacks, attempts, upstream_time } =
         served;
+    // The key's spend as it was when the call was admitted, as LiteLLM reports it.
+    let mut key_headers = HeaderMap::new();
+    admission.headers(gw, &mut key_headers);
     let mut headers = Headers {
         trace: &trace,
         deployment: Some(&deployment),
@@ -213,6 +227,7 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
         Reply::Complete { body, usage, finish_reason } => {
             let cost = deployment.price().map(|p| p.cost(&usage));
             headers.cost = cost;
+            admission.settle(cost.unwrap_or(0.0), usage.completion_tokens);
             let response = if gw.recorder.store_prompts { serde_json::from_slice(&body).ok() } else { None };
             gw.recorder.finish(
                 &trace,
@@ -249,6 +264,7 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
                 attempts,
                 upstream_time,
                 input_tokens: call.input_tokens,
+                admission: std::mem::take(&mut admission),
             };
             let relay =
                 Relay::new(events, !client_wants_usage(call), idle, Box::new(move |summary| ended.finish(summary)));
@@ -270,6 +286,9 @@ fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched) ->
         }
     }
     headers.write(out);
+    for (name, value) in key_headers.iter() {
+        out.insert(name.clone(), value.clone());
+    }
     resp
 }
 
@@ -287,12 +306,24 @@ struct StreamEnd {
     upstream_time: Duration,
     /// The prompt estimate, for a stream that ends before its usage arrives.
     input_tokens: u64,
+    /// Settled with what the stream cost, even when the client left early.
+    admission: Admission,
 }
 
 impl StreamEnd {
     fn finish(self, summary: StreamSummary) {
-        let StreamEnd { recorder, trace, group, attempt, retries, fallbacks, attempts, upstream_time, input_tokens } =
-            self;
+        let StreamEnd {
+            recorder,
+            trace,
+            group,
+            attempt,
+            retries,
+            fallbacks,
+            attempts,
+            upstream_time,
+            input_tokens,
+            mut admission,
+        } = self;
         let d = attempt.deployment().clone();
         let started = attempt.started();
         let latency = started.elapsed();
@@ -312,6 +343,7 @@ impl StreamEnd {
             }
         };
         let cost = d.price().map(|p| p.cost(&usage)).unwrap_or(0.0);
+        admission.settle(cost, usage.completion_tokens);
         let finished = Finished {
             group: Some(&group),
             deployment: Some(&d),

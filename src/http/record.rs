@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use crate::deployment::DeploymentHandle;
 use crate::events::types::timestamp;
+use crate::events::types::CallerFields;
 use crate::events::{Envelope, Event, EventSink, RequestEvent, ResponseEvent};
 use crate::metrics::{Identity, Metrics, RequestRecord};
 use crate::openai::request::RequestBody;
@@ -33,8 +34,12 @@ pub struct Trace {
     pub requested_model: String,
     /// The model group `requested_model` resolves to; `None` while unknown.
     pub group: Option<String>,
-    /// Hex SHA-256 of the key the caller presented.
+    /// Hex SHA-256 of the key the caller presented, once it is known to be a valid key.
     pub key_hash: Option<Arc<str>>,
+    /// Who called, as the events name them.
+    pub caller: CallerFields,
+    /// USD reserved on the caller's budgets at admission.
+    pub reserved_cost: f64,
     pub stream: bool,
     /// Set once the request event is out: from then on every ending publishes a response event.
     pub announced: bool,
@@ -50,6 +55,8 @@ impl Trace {
             requested_model: String::new(),
             group: None,
             key_hash: None,
+            caller: CallerFields::default(),
+            reserved_cost: 0.0,
             stream: false,
             announced: false,
         }
@@ -152,7 +159,6 @@ impl Recorder {
             .and_then(Value::as_array)
             .map(|t| t.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default();
-        let user = body.get_as::<String>("user").and_then(Result::ok);
         let prompt_bytes = prompt_bytes as u64;
         let messages =
             self.store_prompts.then(|| ["messages", "prompt", "input"].iter().find_map(|k| body.get(k))).flatten();
@@ -163,17 +169,14 @@ impl Recorder {
             requested_model: trace.requested_model.clone(),
             model_group: trace.group.clone(),
             stream: trace.stream,
-            api_key_hash: trace.key_hash.as_deref().map(str::to_string),
-            key_alias: None,
-            end_user: user.clone(),
-            user,
-            team_id: None,
+            caller: trace.caller.clone(),
             tags,
             metadata,
             params: params(body),
             prompt_bytes,
             prompt_tokens_estimate: estimate_tokens(prompt_bytes as usize),
             messages,
+            reserved_cost: trace.reserved_cost,
         };
         self.events.publish(Event::Request(Box::new(event)));
         trace.announced = true;
@@ -209,6 +212,7 @@ impl Recorder {
             call_type: trace.endpoint.call_type(),
             requested_model: trace.requested_model.clone(),
             model_group: f.group.map(str::to_string),
+            caller: trace.caller.clone(),
             deployment_id: d.map(|d| d.id.clone()),
             provider: d.map(|d| d.provider.name.to_string()),
             upstream_model: d.map(|d| d.upstream_model.clone()),

@@ -207,8 +207,16 @@ impl RouterHandle {
             let max_input = d
                 .max_input_tokens
                 .or_else(|| entry.and_then(|e| e.max_input_tokens.or(e.max_tokens)).map(|t| t as u64));
-            let handle =
-                Deployment::start(d.clone(), prices.price_for(d), max_input, policy, metrics.clone(), events.clone());
+            let max_output = entry.and_then(|e| e.max_output_tokens.or(e.max_tokens)).map(|t| t as u64);
+            let handle = Deployment::start(
+                d.clone(),
+                prices.price_for(d),
+                max_input,
+                max_output,
+                policy,
+                metrics.clone(),
+                events.clone(),
+            );
             groups.entry(d.model_name.clone()).or_default().push(handle);
         }
         let mut wildcards: Vec<String> = groups.keys().filter(|g| g.contains('*')).cloned().collect();

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use prometheus::Registry;
 use switchyard::events::log::FsyncPolicy;
+use switchyard::events::types::CallerFields;
 use switchyard::events::{Envelope, Event, RequestEvent};
 use switchyard::events::{EventLogConfig, EventMetrics, EventSink, KafkaConfig};
 
@@ -460,17 +461,14 @@ fn request_event(n: usize) -> Event {
         requested_model: "g".into(),
         model_group: Some("g".into()),
         stream: false,
-        api_key_hash: None,
-        key_alias: None,
-        user: None,
-        team_id: None,
-        end_user: None,
+        caller: CallerFields::default(),
         tags: Vec::new(),
         metadata: None,
         params: json!({}),
         prompt_bytes: 0,
         prompt_tokens_estimate: 0,
         messages: None,
+        reserved_cost: 0.0,
     }))
 }
 

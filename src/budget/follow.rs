@@ -1,0 +1,166 @@
+//! Following `<prefix>.events` so that budgets and rate limits count every instance's calls.
+//!
+//! Read from the beginning at start (the spend history), then followed. Each request event
+//! of another instance counts one request against the caller's rate limits and, while the call
+//! runs, reserves its `reserved_cost` on the caller's budgets; its response event releases the
+//! reservation and counts its cost and output tokens. This instance's own calls are counted
+//! when they happen, so its own events are skipped once it runs (events it wrote in an earlier
+//! run, before this process started, are history and are counted).
+//!
+//! A reservation whose response never comes (the instance that made it crashed) is released
+//! after [`RESERVATION_TTL`]; request events older than that reserve nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use jiff::Timestamp;
+
+use super::{ledger, Budgets, Charges, Identity};
+use crate::auth::Table;
+use crate::events::topics::{Start, Topics};
+use crate::events::types::CallerFields;
+use crate::events::Event;
+use crate::limits::{limits_of, Limiter};
+
+/// How long another instance's reservation counts without its response.
+pub const RESERVATION_TTL: Duration = Duration::from_secs(600);
+
+/// What the follower shares with the gateway.
+pub struct Following {
+    /// True once the history that existed at start has been counted.
+    pub caught_up: AtomicBool,
+    /// Other instances' running calls: call id → (charges, nano-dollars reserved, when).
+    pending: DashMap<String, (Charges, i64, Timestamp)>,
+}
+
+/// The counting itself, without the log: testable alone.
+pub struct Counter {
+    pub table: Arc<Table>,
+    pub budgets: Arc<Budgets>,
+    pub limiter: Arc<Limiter>,
+    pub gateway_id: String,
+    /// When this process started: its own events after this are already counted.
+    pub started: Timestamp,
+    pub following: Arc<Following>,
+}
+
+fn identity<'a>(caller: &'a CallerFields, model_group: Option<&'a str>) -> Identity<'a> {
+    Identity {
+        key_hash: caller.api_key_hash.as_deref(),
+        team_id: caller.team_id.as_deref(),
+        user_id: caller.user.as_deref(),
+        end_user: caller.end_user.as_deref(),
+        model_group,
+    }
+}
+
+impl Counter {
+    pub fn new(table: Arc<Table>, budgets: Arc<Budgets>, limiter: Arc<Limiter>, gateway_id: String) -> Self {
+        Self {
+            table,
+            budgets,
+            limiter,
+            gateway_id,
+            started: Timestamp::now(),
+            following: Arc::new(Following { caught_up: AtomicBool::new(false), pending: DashMap::new() }),
+        }
+    }
+
+    /// Counts one event read from the log.
+    pub fn count(&self, event: &Event, now: Timestamp) {
+        let envelope = event.envelope();
+        let at = Timestamp::try_from(envelope.timestamp.system_time()).unwrap_or(now);
+        if envelope.gateway_id == self.gateway_id && at >= self.started {
+            return;
+        }
+        match event {
+            Event::Request(e) => {
+                let who = identity(&e.caller, e.model_group.as_deref());
+                if who.key_hash.is_none() {
+                    return;
+                }
+                self.limiter.count_request(&limits_of(&self.table, &who), at.as_second());
+                let recent = now.duration_since(at).as_secs() < RESERVATION_TTL.as_secs() as i64;
+                let amount = ledger::nanos(e.reserved_cost);
+                if amount > 0 && recent {
+                    if let Some(id) = &envelope.request_id {
+                        let charges = Charges::of(&self.table, &who);
+                        for c in &charges.0 {
+                            self.budgets.ledger.reserve(&c.account, amount);
+                        }
+                        self.following.pending.insert(id.clone(), (charges, amount, at));
+                    }
+                }
+            }
+            Event::Response(e) => {
+                if let Some((_, (charges, amount, _))) =
+                    envelope.request_id.as_ref().and_then(|id| self.following.pending.remove(id))
+                {
+                    for c in &charges.0 {
+                        self.budgets.ledger.release(&c.account, amount);
+                    }
+                }
+                let who = identity(&e.caller, e.model_group.as_deref());
+                if who.key_hash.is_none() {
+                    return;
+                }
+                self.budgets.charge(&Charges::of(&self.table, &who), at, ledger::nanos(e.cost));
+                self.limiter.count_tokens(&limits_of(&self.table, &who), e.tokens.completion_tokens, at.as_second());
+            }
+            Event::Deployment(_) => {}
+        }
+    }
+
+    /// Releases reservations whose response has not come within [`RESERVATION_TTL`].
+    pub fn expire(&self, now: Timestamp) {
+        let ttl = RESERVATION_TTL.as_secs() as i64;
+        self.following.pending.retain(|_, (charges, amount, at)| {
+            let keep = now.duration_since(*at).as_secs() < ttl;
+            if !keep {
+                for c in &charges.0 {
+                    self.budgets.ledger.release(&c.account, *amount);
+                }
+            }
+            keep
+        });
+    }
+}
+
+/// Starts following `<prefix>.events` on the current runtime.
+pub fn start(topics: &Topics, counter: Counter) -> Result<Arc<Following>, String> {
+    let topic = topics.name("events");
+    let mut follower = topics.follow(&topic, Start::Beginning).map_err(|e| format!("cannot read {topic}: {e}"))?;
+    let following = counter.following.clone();
+    tokio::spawn(async move {
+        let mut last_expiry = Timestamp::now();
+        loop {
+            match follower.next_batch(4096, Duration::from_millis(200)).await {
+                Ok(records) => {
+                    let now = Timestamp::now();
+                    for record in records {
+                        let Some(value) = record.value else { continue };
+                        match Event::from_json(&value) {
+                            Ok(event) => counter.count(&event, now),
+                            Err(e) => tracing::debug!(error = %e, "an event the budget follower cannot read; skipped"),
+                        }
+                    }
+                    if !counter.following.caught_up.load(Ordering::Relaxed) && follower.caught_up() {
+                        tracing::info!(topic = %topic, accounts = counter.budgets.ledger.len(), "spend history counted");
+                        counter.following.caught_up.store(true, Ordering::Release);
+                    }
+                    if now.duration_since(last_expiry).as_secs() >= 10 {
+                        counter.expire(now);
+                        last_expiry = now;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e, "reading the event log failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    Ok(following)
+}
