@@ -2,8 +2,9 @@
 //!
 //! - Topics are created on first use if missing (the admin API), with `event_log.kafka`'s
 //!   partitions and replication factor, and `cleanup.policy=compact` for `keys` and `spend`.
-//!   (tansu 0.6, the broker of the tests, accepts the setting but does not compact; the code is
-//!   written for a broker that does.)
+//!   (tansu 0.6, the broker of the tests, keeps the setting; its sqlite storage compacts in its
+//!   maintenance round, every 10 minutes, its in-memory storage never. The tests do not wait
+//!   for it: nothing here depends on when, or whether, the broker compacts.)
 //! - Appends go through one `FutureProducer`: idempotent, `acks=all`, keyed (a tombstone is a
 //!   null payload); the future resolves with the broker's acknowledgement. Unlike the event
 //!   publisher's producer, it gives up on a record after [`APPEND_TIMEOUT`], so a caller is
@@ -105,9 +106,12 @@ impl Kafka {
             // A broker that holds a fetch until this long when nothing is new: the most a new
             // record can wait on a broker that does not answer a fetch as soon as one arrives.
             .set("fetch.wait.max.ms", "100");
-        if let Start::Group(group) = &start {
-            config.set("group.id", group);
-        }
+        // librdkafka assigns partitions only to a consumer with a group id. A follower that is
+        // not a named consumer gets a name of its own, under which it never commits.
+        match &start {
+            Start::Group(group) => config.set("group.id", group),
+            _ => config.set("group.id", format!("switchyard-follower-{}", uuid::Uuid::new_v4())),
+        };
         let consumer: StreamConsumer = config.create()?;
         Ok(Follower {
             cluster: self.cluster.clone(),
