@@ -171,14 +171,7 @@ fn decode_spooled(record: &[u8]) -> Option<Spooled<'_>> {
 
 /// Spools written before records carried their route: plain JSON, routed by its fields.
 fn decode_legacy(json: &[u8]) -> Option<Spooled<'_>> {
-    #[derive(serde::Deserialize)]
-    struct Fields {
-        #[serde(rename = "type")]
-        kind: String,
-        request_id: Option<String>,
-        deployment_id: Option<String>,
-    }
-    let fields: Fields = serde_json::from_slice(json).ok()?;
+    let fields = super::types::RouteFields::of(json)?;
     let (route, key) = match (fields.kind.as_str(), fields.deployment_id) {
         ("deployment", Some(id)) => (Route { topic: Topic::Deployments, last: false }, id),
         (kind, _) => (Route { topic: Topic::Events, last: kind == "response" }, fields.request_id.unwrap_or_default()),

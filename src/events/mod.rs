@@ -49,6 +49,7 @@ pub mod kafka;
 pub mod log;
 mod queue;
 pub mod tail;
+pub mod topics;
 pub mod types;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

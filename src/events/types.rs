@@ -173,6 +173,25 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 /// Fields every event carries.
+/// The fields that route an event (its type and key), read from its JSON without parsing the
+/// rest: the spool's old records, and the embedded log's topic views.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RouteFields {
+    /// `request`, `response` or `deployment`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The key of request and response events.
+    pub request_id: Option<String>,
+    /// The key of deployment events.
+    pub deployment_id: Option<String>,
+}
+
+impl RouteFields {
+    pub(crate) fn of(json: &[u8]) -> Option<Self> {
+        serde_json::from_slice(json).ok()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     pub schema_version: u32,

@@ -1,0 +1,274 @@
+//! Named, keyed topics, the same over Kafka and over the embedded log: what the key table
+//! (`<prefix>.keys`), the budgets consumer (`<prefix>.spend`) and anyone following other
+//! instances' admissions (`<prefix>.events`) read and write.
+//!
+//! Topics are named by their short name (`keys`, `spend`, `alerts`, `events`, `deployments`);
+//! [`Topics::name`] gives the full name, `<prefix>.<short>` (`event_log.kafka.topic_prefix`, or
+//! `switchyard` for the embedded log).
+//!
+//! # Semantics (both backends)
+//!
+//! - A record has a key and a value; a `None` value is a tombstone (the entity was deleted).
+//! - `keys` and `spend` are **compacted**: eventually only the last record of each key is kept.
+//!   A follower that reads from the beginning still sees the latest value of every key, and one
+//!   positioned before a compaction loses nothing it had not already superseded.
+//! - Offsets are per partition and never reused; they can have gaps (compaction, and on the
+//!   embedded `events` view, the deployment events it leaves out).
+//! - [`Topics::append`] resolves once the record is durable: Kafka acknowledged it with
+//!   `acks=all`, or the embedded log wrote and fsync'd it.
+//! - `events` and `deployments` are written only by the event publisher ([`super::EventSink`]);
+//!   here they can only be followed. On the embedded log they are views of the event log itself
+//!   (`event_log.path`): `events` the request and response events keyed by `request_id`,
+//!   `deployments` the deployment events keyed by `deployment_id`.
+//!
+//! # Backends
+//!
+//! - [`embedded`]: one directory per topic under `event_log.path`, one partition (0).
+//! - [`kafka`]: rdkafka; topics created if missing (`cleanup.policy=compact` for `keys` and
+//!   `spend`), an idempotent producer, followers by manual assignment of every partition.
+
+mod embedded;
+mod kafka;
+
+use std::time::Duration;
+
+use super::EventLogConfig;
+
+/// One record of a topic. `value: None` is a tombstone (the entity was deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The partition it was read from (always 0 on the embedded log).
+    pub partition: i32,
+    /// Its offset in that partition; the next record read from the partition has a larger one.
+    pub offset: i64,
+    /// The entity it is about (a request id for `events`).
+    pub key: String,
+    /// The entity's new state; `None` when it was deleted.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Where a [`Follower`] starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The first record still kept.
+    Beginning,
+    /// After the last record that exists when the follower is created.
+    End,
+    /// Where the named consumer last committed ([`Follower::commit`]); the beginning if it never
+    /// did. One follower per name at a time: the name keeps a position, it does not share out
+    /// partitions between members.
+    Group(String),
+    /// The next offset to read, per partition (as [`Follower::position`] returned it, e.g. from
+    /// a snapshot); partitions not listed start at the beginning.
+    At(Vec<(i32, i64)>),
+}
+
+/// What can go wrong with a topic.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("invalid topic name {0:?}: expected a short name such as \"keys\" (letters, digits, '_' or '-')")]
+    Name(String),
+    #[error("invalid consumer name {0:?}: expected 1 to 200 letters, digits, '.', '_' or '-'")]
+    Group(String),
+    #[error("the topic {0} is written only by the event publisher")]
+    NotWritable(String),
+    #[error("a record of {size} bytes is larger than the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("a background task of the topic failed: {0}")]
+    Task(String),
+}
+
+impl TopicError {
+    fn io(context: impl std::fmt::Display, source: std::io::Error) -> Self {
+        Self::Io { context: context.to_string(), source }
+    }
+}
+
+/// Runs blocking file or network work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TopicError> + Send + 'static,
+) -> Result<T, TopicError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| TopicError::Task(e.to_string()))?
+}
+
+/// The topics of this deployment: one per process (it holds the embedded log's writers, or the
+/// Kafka producer), cheap to clone.
+#[derive(Clone)]
+pub struct Topics {
+    /// `<prefix>` of every full topic name.
+    prefix: std::sync::Arc<str>,
+    /// Where the records are.
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Embedded(embedded::Embedded),
+    Kafka(kafka::Kafka),
+}
+
+/// The compacted topics: only the last record of each key is kept.
+fn compacted(short: &str) -> bool {
+    matches!(short, "keys" | "spend")
+}
+
+/// The topics the event publisher writes (followed here, never appended to).
+fn publisher_owned(short: &str) -> bool {
+    matches!(short, "events" | "deployments")
+}
+
+fn check_short(short: &str) -> Result<(), TopicError> {
+    let ok = !short.is_empty()
+        && short.len() <= 100
+        && short.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(TopicError::Name(short.to_string()))
+    }
+}
+
+fn check_group(group: &str) -> Result<(), TopicError> {
+    let ok = !group.is_empty()
+        && group.len() <= 200
+        && !group.starts_with('.')
+        && group.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(TopicError::Group(group.to_string()))
+    }
+}
+
+impl Topics {
+    /// Opens the topics of `config`: Kafka's when `event_log.kafka` is configured, otherwise the
+    /// embedded log's under `event_log.path` (created if missing). Also when
+    /// `event_log.enabled` is false: keys must persist whether events are published or not.
+    /// Creates no network connection (Kafka topics are created on first use).
+    pub fn open(config: &EventLogConfig) -> Result<Topics, TopicError> {
+        match &config.kafka {
+            Some(k) => {
+                Ok(Topics { prefix: k.topic_prefix.as_str().into(), backend: Backend::Kafka(kafka::Kafka::new(k)?) })
+            }
+            None => Ok(Topics {
+                prefix: "switchyard".into(),
+                backend: Backend::Embedded(embedded::Embedded::open(&config.path)?),
+            }),
+        }
+    }
+
+    /// The full name of a topic: `"keys"` → `"<prefix>.keys"`.
+    pub fn name(&self, short: &str) -> String {
+        format!("{}.{short}", self.prefix)
+    }
+
+    /// Appends a record (`value: None`, a tombstone) to the topic `short`; resolves once it is
+    /// durable (Kafka: acknowledged with `acks=all`; embedded: written and fsync'd).
+    pub async fn append(&self, short: &str, key: &str, value: Option<&[u8]>) -> Result<(), TopicError> {
+        check_short(short)?;
+        if publisher_owned(short) {
+            return Err(TopicError::NotWritable(self.name(short)));
+        }
+        match &self.backend {
+            Backend::Embedded(e) => e.append(&self.name(short), compacted(short), key, value).await,
+            Backend::Kafka(k) => k.append(&self.name(short), compacted(short), key, value).await,
+        }
+    }
+
+    /// A follower of the topic `short` from `start`. Cheap: the first
+    /// [`Follower::next_batch`] does the I/O (with Kafka: creating the topic if missing,
+    /// fetching the watermarks and the group's offsets).
+    pub fn follow(&self, short: &str, start: Start) -> Result<Follower, TopicError> {
+        check_short(short)?;
+        if let Start::Group(group) = &start {
+            check_group(group)?;
+        }
+        let inner = match &self.backend {
+            Backend::Embedded(e) => {
+                let view = match short {
+                    "events" => Some(embedded::View::Events),
+                    "deployments" => Some(embedded::View::Deployments),
+                    _ => None,
+                };
+                Inner::Embedded(e.follow(&self.name(short), view, compacted(short), start)?)
+            }
+            Backend::Kafka(k) => Inner::Kafka(k.follow(&self.name(short), compacted(short), start)?),
+        };
+        Ok(Follower { inner })
+    }
+}
+
+/// Reads a topic in order, from its [`Start`], then follows what is appended.
+pub struct Follower {
+    /// The backend's follower.
+    inner: Inner,
+}
+
+enum Inner {
+    Embedded(embedded::Follower),
+    Kafka(kafka::Follower),
+}
+
+impl Follower {
+    /// Up to `max` records: at once if some are available, otherwise as soon as one is
+    /// appended, or none once `wait` has passed. Cancel-safe: records read but not yet returned
+    /// when the call is dropped are returned by the next call.
+    pub async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, TopicError> {
+        let max = max.max(1);
+        match &mut self.inner {
+            Inner::Embedded(f) => f.next_batch(max, wait).await,
+            Inner::Kafka(f) => f.next_batch(max, wait).await,
+        }
+    }
+
+    /// True once every record that existed when the follower was created has been returned
+    /// (then it stays true). Per partition: the position reached the end offset (Kafka: the high
+    /// watermark) fetched at creation. On the embedded `events` and `deployments` views, once a
+    /// read has reached the end of the log.
+    pub fn caught_up(&self) -> bool {
+        match &self.inner {
+            Inner::Embedded(f) => f.caught_up(),
+            Inner::Kafka(f) => f.caught_up(),
+        }
+    }
+
+    /// The next offset to read, per partition: what [`Start::At`] takes to resume right after
+    /// the records returned so far. (Kafka: empty until the first `next_batch` has assigned the
+    /// partitions.)
+    pub fn position(&self) -> Vec<(i32, i64)> {
+        match &self.inner {
+            Inner::Embedded(f) => f.position(),
+            Inner::Kafka(f) => f.position(),
+        }
+    }
+
+    /// [`Start::Group`] followers: stores the position (after the records returned so far)
+    /// durably as the group's, where the next follower of the group starts. Others: nothing.
+    pub async fn commit(&mut self) -> Result<(), TopicError> {
+        match &mut self.inner {
+            Inner::Embedded(f) => f.commit().await,
+            Inner::Kafka(f) => f.commit().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_short("keys").is_ok());
+        for bad in ["", "a.b", "../x", "a/b", "k eys"] {
+            assert!(check_short(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_group("budgets.v1").is_ok());
+        for bad in ["", ".hidden", "a/b", &"x".repeat(201)] {
+            assert!(check_group(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Keyed topics (`events::topics`) on a real Kafka-protocol broker (tansu): appends, followers
+//! from the beginning and the end, caught_up, and a named consumer resuming after its commit.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use switchyard::events::log::FsyncPolicy;
+use switchyard::events::topics::{Follower, Record, Start, Topics};
+use switchyard::events::{EventLogConfig, KafkaConfig};
+
+use crate::kafka::Broker;
+
+fn config(broker: &Broker) -> EventLogConfig {
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    EventLogConfig {
+        enabled: false,
+        kafka: Some(KafkaConfig {
+            bootstrap_servers: broker.bootstrap(),
+            topic_prefix: prefix,
+            partitions: 2,
+            replication_factor: 1,
+            producer: Vec::new(),
+        }),
+        path: std::env::temp_dir().join(format!("switchyard-topics-it-{}", uuid::Uuid::new_v4())),
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 1 << 20,
+        queue_capacity: 16,
+        gateway_id: "gw-test".into(),
+    }
+}
+
+/// Reads until `n` records have come (or 30 s have passed).
+async fn read(follower: &mut Follower, n: usize) -> Vec<Record> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        out.extend(follower.next_batch(100, Duration::from_millis(500)).await.unwrap());
+    }
+    out
+}
+
+/// The last value of each key, as text (`None`: a tombstone).
+fn latest(records: &[Record]) -> HashMap<String, Option<String>> {
+    records.iter().map(|r| (r.key.clone(), r.value.as_ref().map(|v| String::from_utf8(v.clone()).unwrap()))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_topics_are_followed_from_the_beginning_by_two_followers_and_from_the_end() {
+    let Some(broker) = Broker::start() else { return };
+    let topics = Topics::open(&config(&broker)).unwrap();
+    for n in 0..10 {
+        topics.append("keys", &format!("k{n}"), Some(format!("v{n}").as_bytes())).await.unwrap();
+    }
+    topics.append("keys", "k3", None).await.unwrap();
+    let mut first = topics.follow("keys", Start::Beginning).unwrap();
+    let mut second = topics.follow("keys", Start::Beginning).unwrap();
+    assert!(!first.caught_up());
+    let a = read(&mut first, 11).await;
+    let b = read(&mut second, 11).await;
+    assert!(first.caught_up() && second.caught_up());
+    for records in [&a, &b] {
+        assert_eq!(records.len(), 11, "{records:?}");
+        let latest = latest(records);
+        assert_eq!(latest["k3"], None, "the tombstone is a null value");
+        assert_eq!(latest["k9"].as_deref(), Some("v9"));
+        assert_eq!(latest.len(), 10);
+    }
+    // Positions: the offset after the last record, per partition, adding up to what was read.
+    let total: i64 = first.position().iter().map(|(_, offset)| offset).sum();
+    assert_eq!((first.position().len(), total), (2, 11));
+
+    // A follower from the end sees only what comes after, promptly.
+    let mut end = topics.follow("keys", Start::End).unwrap();
+    assert!(end.next_batch(10, Duration::from_millis(200)).await.unwrap().is_empty());
+    assert!(end.caught_up(), "nothing existed after its start");
+    let writer = topics.clone();
+    let appended = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        writer.append("keys", "new", Some(b"n")).await.unwrap();
+        Instant::now()
+    });
+    let batch = end.next_batch(10, Duration::from_secs(10)).await.unwrap();
+    let delay = Instant::now().saturating_duration_since(appended.await.unwrap());
+    assert_eq!(batch.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["new"]);
+    eprintln!("kafka follower saw the append {delay:?} after it was acknowledged");
+    assert!(delay < Duration::from_secs(1), "{delay:?}");
+    // ... and so do the followers that started at the beginning.
+    assert_eq!(read(&mut first, 1).await.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["new"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_group_resumes_after_its_committed_position() {
+    let Some(broker) = Broker::start() else { return };
+    let topics = Topics::open(&config(&broker)).unwrap();
+    for n in 0..6 {
+        topics.append("spend", &format!("k{n}"), Some(b"1")).await.unwrap();
+    }
+    let mut group = topics.follow("spend", Start::Group("budgets".into())).unwrap();
+    assert_eq!(read(&mut group, 6).await.len(), 6);
+    assert!(group.caught_up());
+    group.commit().await.unwrap();
+    let committed = group.position();
+    drop(group);
+    for n in 6..8 {
+        topics.append("spend", &format!("k{n}"), Some(b"2")).await.unwrap();
+    }
+    let mut resumed = topics.follow("spend", Start::Group("budgets".into())).unwrap();
+    let records = read(&mut resumed, 2).await;
+    let mut keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["k6", "k7"], "only what came after the commit");
+    assert!(resumed.caught_up());
+    assert!(resumed.next_batch(10, Duration::from_millis(300)).await.unwrap().is_empty());
+    // At() from the committed positions reads the same two.
+    let mut at = topics.follow("spend", Start::At(committed)).unwrap();
+    assert_eq!(read(&mut at, 2).await.len(), 2);
+    // Another name starts at the beginning.
+    let mut other = topics.follow("spend", Start::Group("other".into())).unwrap();
+    assert_eq!(read(&mut other, 8).await.len(), 8);
+}
