@@ -7,10 +7,16 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
+use crate::auth::{Auth, KeyStore, MasterKey, Table};
+use crate::budget::follow::{self, Counter};
+use crate::budget::ledger::Ledger;
+use crate::budget::Budgets;
 use crate::config::Config;
 use crate::cost::{PriceMap, PriceMapError};
 use crate::events::{EventLogError, EventMetrics, EventSink};
-use crate::http::{self, Gateway};
+use crate::events::topics::Topics;
+use crate::http::{self, Accounts, Gateway};
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::router::RouterHandle;
 
@@ -53,6 +59,8 @@ pub enum StartError {
     EventLog(#[from] EventLogError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot open the key log: {0}")]
+    Keys(String),
 }
 
 /// A running gateway.
@@ -75,6 +83,25 @@ impl Running {
     }
 }
 
+/// The key table (following `<prefix>.keys`), budgets and limits, and (with the event log
+/// on) the follower that counts other instances' calls from `<prefix>.events`.
+fn accounts(config: &Config, events: &EventSink) -> Result<Accounts, StartError> {
+    use secrecy::ExposeSecret;
+    let topics = Topics::open(&config.event_log).map_err(|e| StartError::Keys(e.to_string()))?;
+    let table = Arc::new(Table::default());
+    let keys = KeyStore::start(topics.clone(), table.clone()).map_err(StartError::Keys)?;
+    let budgets = Arc::new(Budgets::new(Ledger::new(config.timezone.clone())));
+    let limiter = Arc::new(Limiter::default());
+    let following = if events.enabled() {
+        let counter = Counter::new(table.clone(), budgets.clone(), limiter.clone(), events.gateway_id().to_string());
+        Some(follow::start(&topics, counter).map_err(StartError::Keys)?)
+    } else {
+        None
+    };
+    let master = config.general.master_key.as_ref().map(|k| MasterKey::new(k.expose_secret()));
+    Ok(Accounts { auth: Auth { master, table }, keys, budgets, limiter, following })
+}
+
 /// Starts the actors and the HTTP server on `listener`. Must run inside an actix system.
 pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Result<Running, StartError> {
     for warning in &config.warnings {
@@ -91,8 +118,15 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
     // Each thread builds its own client later; building one now reports a broken TLS setup at once.
     crate::providers::client::build()?;
     let router = RouterHandle::start(config, &prices, metrics.clone(), events.clone());
-    let gateway =
-        web::Data::new(Gateway::new(router.clone(), metrics, events.clone(), &config.general, opts.body_timeout));
+    let accounts = accounts(config, &events)?;
+    let gateway = web::Data::new(Gateway::new(
+        router.clone(),
+        metrics,
+        events.clone(),
+        &config.general,
+        accounts,
+        opts.body_timeout,
+    ));
     let cors = http::cors::CorsPolicy::new(&opts.cors_origins);
     let mut server = HttpServer::new(move || {
         let cors = cors.clone();

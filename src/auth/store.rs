@@ -17,6 +17,9 @@ use super::table::Table;
 use crate::error::GatewayError;
 use crate::events::topics::{Follower, Start, Topics};
 
+/// The topic, by its short name (`<prefix>.keys`).
+const SHORT: &str = "keys";
+
 /// How long a write waits for its record to come back through the follower.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,8 +38,8 @@ impl KeyStore {
     /// Starts following `<prefix>.keys` from its beginning into `table`, on the current
     /// runtime. [`KeyStore::ready`] turns true once the table holds what the topic held.
     pub fn start(topics: Topics, table: Arc<Table>) -> Result<Arc<Self>, String> {
-        let topic = topics.name("keys");
-        let follower = topics.follow(&topic, Start::Beginning).map_err(|e| format!("cannot read {topic}: {e}"))?;
+        let topic = topics.name(SHORT);
+        let follower = topics.follow(SHORT, Start::Beginning).map_err(|e| format!("cannot read {topic}: {e}"))?;
         let store =
             Arc::new(Self { topics, topic, table, waiting: DashMap::new(), ready: AtomicBool::new(false) });
         let reader = store.clone();
@@ -63,7 +66,7 @@ impl KeyStore {
     pub async fn delete(&self, id: &EntityId) -> Result<(), GatewayError> {
         self.write(id, Mutation::new(None)).await?;
         // The tombstone lets compaction drop the key; the deletion above already holds.
-        if let Err(e) = self.topics.append(&self.topic, &id.topic_key(), None).await {
+        if let Err(e) = self.topics.append(SHORT, &id.topic_key(), None).await {
             tracing::warn!(topic = %self.topic, error = %e, "could not write a tombstone; the deletion stands");
         }
         Ok(())
@@ -72,7 +75,7 @@ impl KeyStore {
     async fn write(&self, id: &EntityId, mutation: Mutation) -> Result<(), GatewayError> {
         let (tx, rx) = oneshot::channel();
         self.waiting.insert(mutation.write_id.clone(), tx);
-        let written = self.topics.append(&self.topic, &id.topic_key(), Some(&mutation.to_json())).await;
+        let written = self.topics.append(SHORT, &id.topic_key(), Some(&mutation.to_json())).await;
         if let Err(e) = written {
             self.waiting.remove(&mutation.write_id);
             tracing::error!(topic = %self.topic, error = %e, "a key management write failed");

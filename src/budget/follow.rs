@@ -24,6 +24,9 @@ use crate::events::types::CallerFields;
 use crate::events::Event;
 use crate::limits::{limits_of, Limiter};
 
+/// The topic, by its short name (`<prefix>.events`).
+const SHORT: &str = "events";
+
 /// How long another instance's reservation counts without its response.
 pub const RESERVATION_TTL: Duration = Duration::from_secs(600);
 
@@ -130,8 +133,8 @@ impl Counter {
 
 /// Starts following `<prefix>.events` on the current runtime.
 pub fn start(topics: &Topics, counter: Counter) -> Result<Arc<Following>, String> {
-    let topic = topics.name("events");
-    let mut follower = topics.follow(&topic, Start::Beginning).map_err(|e| format!("cannot read {topic}: {e}"))?;
+    let topic = topics.name(SHORT);
+    let mut follower = topics.follow(SHORT, Start::Beginning).map_err(|e| format!("cannot read {topic}: {e}"))?;
     let following = counter.following.clone();
     tokio::spawn(async move {
         let mut last_expiry = Timestamp::now();

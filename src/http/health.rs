@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::admin::Authed;
@@ -13,9 +13,17 @@ pub async fn liveliness() -> HttpResponse {
     HttpResponse::Ok().json("I'm alive!")
 }
 
+/// 503 until the key table is loaded and the spend history counted: an instance that
+/// answered before would admit keys it does not know yet, or over budgets it has not summed.
 pub async fn readiness(gw: web::Data<Gateway>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "status": "connected",
+    let keys_loaded = gw.keys.ready();
+    let spend_counted = gw.following.as_ref().is_none_or(|f| f.caught_up.load(std::sync::atomic::Ordering::Acquire));
+    let ready = keys_loaded && spend_counted;
+    let mut answer = if ready { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
+    answer.json(json!({
+        "status": if ready { "connected" } else { "loading" },
+        "keys": {"loaded": keys_loaded, "count": gw.auth.table.key_count()},
+        "spend_history": {"counted": spend_counted},
         "db": "Not connected",
         "cache": null,
         "litellm_version": env!("CARGO_PKG_VERSION"),

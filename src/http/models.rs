@@ -1,6 +1,6 @@
 //! `GET /models`, `/model/info`, `/model_group/info`.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::admin::Authed;
