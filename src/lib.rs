@@ -25,7 +25,8 @@
 //!   bytes (`openai::request`), SSE splitting, mock answers.
 //! - [`failure`]: upstream failures and LiteLLM's error classes.
 //! - [`events`]: request/response/deployment events, published off the request path to Kafka
-//!   or to the embedded durable log, with a disk spool in front of Kafka.
+//!   or to the embedded durable log, with a disk spool in front of Kafka; named, keyed,
+//!   compacted topics with consumer offsets over either (`events::topics`).
 //! - [`cost`]: the price map (LiteLLM's format) and per-call cost.
 //! - [`metrics`]: Prometheus metrics under LiteLLM's names.
 //! - [`error`]: the one error type clients see, rendered as OpenAI's error body.

@@ -17,11 +17,12 @@
 //! always kept so offsets are never reused after a restart.
 //!
 //! **Followers** read the file on their own (a compaction makes them reopen it and skip what
-//! they have read), in a blocking task. An append wakes the followers in this process at once
-//! (a `watch` channel); they also look every [`KEYED_POLL`] for another process's appends.
-//! One process writes a topic directory: a process opens it once ([`Embedded::open`] shares
-//! the store of a path already open) and nothing stops a second process from writing the same
-//! directory, which would interleave records.
+//! they have read), in a blocking task, and return only records whose append has been
+//! fsync'd. An append wakes the followers at once (a `watch` channel carrying the next
+//! offset). The embedded topics are one process's: the embedded default runs the consumers in
+//! the gateway's process, [`Embedded::open`] shares the store of a path already open in it,
+//! and a follower sees the appends of its own process only. Nothing stops a second process
+//! from writing the same directory, which would interleave records: do not.
 //!
 //! **The event log's views**: `events` and `deployments` read the event log the publisher
 //! writes at `event_log.path` (its line offsets are theirs), polling it every [`EVENTS_POLL`];
@@ -58,9 +59,6 @@ pub(super) const MIN_DEAD: u64 = 64;
 pub(super) const TOMBSTONE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often a follower of the event log looks for what the publisher thread appended.
 const EVENTS_POLL: Duration = Duration::from_millis(5);
-/// How often a follower of a keyed topic looks for appends by another process (this process's
-/// appends wake it at once).
-const KEYED_POLL: Duration = Duration::from_millis(100);
 
 /// The stores open in this process, by directory: opening a path again shares its writers.
 static OPEN: Mutex<Vec<(PathBuf, Weak<Store>)>> = Mutex::new(Vec::new());
@@ -76,6 +74,7 @@ fn now_ms() -> i64 {
 /// The embedded topics of one `event_log.path`; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Embedded {
+    /// Shared by every handle on the same path in this process.
     store: Arc<Store>,
 }
 
@@ -263,7 +262,12 @@ impl Topic {
         } else {
             0
         };
+        let created = !path.exists();
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if created {
+            // The new file's name survives a crash of the machine as well as its records do.
+            File::open(dir)?.sync_all()?;
+        }
         if file.metadata()?.len() != len {
             tracing::warn!(topic = %dir.display(), "cutting a torn or corrupt tail off the topic");
             file.set_len(len)?;
@@ -271,7 +275,9 @@ impl Topic {
         }
         let mut log = Keyed { file, len, next_offset, records, keys, hasher, compacted, buf: Vec::new() };
         if log.compaction_due() {
-            log.compact(dir)?;
+            if let Err(e) = log.compact(dir) {
+                tracing::error!(topic = %dir.display(), error = %e, "cannot compact the topic");
+            }
         }
         let (appended, _) = watch::channel(next_offset);
         Ok(Self { dir: dir.to_path_buf(), log: Mutex::new(log), generation: AtomicU64::new(0), appended })
@@ -284,12 +290,13 @@ impl Topic {
             .append(key, value)
             .map_err(|e| TopicError::io(format!("cannot append to {}", self.dir.display()), e))?;
         if log.compaction_due() {
-            match log.compact(&self.dir) {
-                Ok(()) => {
-                    self.generation.fetch_add(1, Ordering::SeqCst);
-                }
+            let compacted = log.compact(&self.dir);
+            // Even a compaction that failed may have replaced the file: cursors reopen it (and
+            // skip what they have read).
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            if let Err(e) = compacted {
                 // The append itself is durable; the next one tries again.
-                Err(e) => tracing::error!(topic = %self.dir.display(), error = %e, "cannot compact the topic"),
+                tracing::error!(topic = %self.dir.display(), error = %e, "cannot compact the topic");
             }
         }
         self.appended.send_replace(offset + 1);
@@ -352,10 +359,9 @@ impl Keyed {
         // Opened before the rename, so the writer follows the file to its new name.
         let file = OpenOptions::new().append(true).open(&tmp)?;
         fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()?;
         tracing::debug!(topic = %dir.display(), before = self.records, after = records, "compacted the topic");
         (self.file, self.len, self.records, self.keys) = (file, len, records, keys);
-        Ok(())
+        File::open(dir)?.sync_all()
     }
 }
 
@@ -499,6 +505,7 @@ pub(super) struct Follower {
 
 /// A follower's reader and the records it read ahead.
 struct Cursor {
+    /// What it reads.
     source: Source,
     /// Read, not yet returned.
     pending: VecDeque<Record>,
@@ -507,7 +514,9 @@ struct Cursor {
 }
 
 enum Source {
+    /// A keyed topic's file.
     Keyed(KeyedCursor),
+    /// A view of the event log.
     Events(EventsCursor),
 }
 
@@ -523,6 +532,7 @@ impl Source {
 
 /// Reads a keyed topic's file.
 struct KeyedCursor {
+    /// Its file, compaction generation and durable end.
     topic: Arc<Topic>,
     /// The open file and the compaction generation it belongs to.
     file: Option<(BufReader<File>, u64)>,
@@ -530,6 +540,7 @@ struct KeyedCursor {
     pos: u64,
     /// Records below this offset have been read (skipped after a reopen).
     skip_below: i64,
+    /// The record being read, reused.
     buf: Vec<u8>,
 }
 
@@ -542,12 +553,22 @@ impl KeyedCursor {
             self.pos = 0;
         }
         let Some((reader, _)) = self.file.as_mut() else { return Ok(true) };
+        // Records from here on are written but not yet fsync'd (or their append failed): they
+        // are not returned yet.
+        let durable = *self.topic.appended.borrow();
         let mut read = 0;
         while read < max {
             match read_one(reader, &mut self.buf)? {
                 Step::Record => {
+                    let Some(record) = decode(&self.buf[HEADER..]) else {
+                        self.pos += self.buf.len() as u64;
+                        continue;
+                    };
+                    if record.offset >= durable {
+                        reader.seek(SeekFrom::Start(self.pos))?;
+                        return Ok(true);
+                    }
                     self.pos += self.buf.len() as u64;
-                    let Some(record) = decode(&self.buf[HEADER..]) else { continue };
                     if record.offset >= self.skip_below {
                         self.skip_below = record.offset + 1;
                         out.push_back(Record {
@@ -578,9 +599,11 @@ impl KeyedCursor {
 struct EventsCursor {
     /// The event log's directory.
     dir: PathBuf,
+    /// Which events it returns.
     view: View,
     /// Opened at the start position.
     reader: Option<log::Reader>,
+    /// The event being read, reused.
     payload: Vec<u8>,
 }
 
@@ -633,10 +656,9 @@ impl Follower {
             }
             match &mut self.appended {
                 Some(appended) => {
-                    let nap = left.min(KEYED_POLL);
-                    if let Ok(Err(_)) = tokio::time::timeout(nap, appended.changed()).await {
-                        // The topic is gone (cannot happen while this follower holds it): poll.
-                        tokio::time::sleep(nap).await;
+                    if let Ok(Err(_)) = tokio::time::timeout(left, appended.changed()).await {
+                        // The topic is gone (cannot happen while this follower holds it).
+                        tokio::time::sleep(left).await;
                     }
                 }
                 None => tokio::time::sleep(left.min(EVENTS_POLL)).await,
@@ -786,7 +808,8 @@ mod tests {
         let dir = temp_dir();
         let topics = Topics::open(&config(&dir)).unwrap();
         let mut follower = topics.follow("keys", Start::End).unwrap();
-        let writer = topics.clone();
+        // Opened again elsewhere in the process: the same store, so its appends wake followers.
+        let writer = Topics::open(&config(&dir)).unwrap();
         let appended = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             writer.append("keys", "k", Some(b"v")).await.unwrap();
@@ -935,6 +958,22 @@ mod tests {
         topics.append("keys", "d", Some(b"4")).await.unwrap();
         let all = drain(&mut topics.follow("keys", Start::Beginning).unwrap()).await;
         assert_eq!(summary(&all), [(0, "a", Some("1")), (1, "b", Some("2")), (2, "d", Some("4"))]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A record in the file whose append has not been fsync'd (or failed) is not returned.
+    #[tokio::test]
+    async fn followers_return_only_durable_records() {
+        let dir = temp_dir();
+        let topics = Topics::open(&config(&dir)).unwrap();
+        topics.append("keys", "a", Some(b"1")).await.unwrap();
+        let mut pending = Vec::new();
+        encode(1, now_ms(), "b", Some(b"2"), &mut pending);
+        let file = dir.join("switchyard.keys").join(RECORDS);
+        OpenOptions::new().append(true).open(&file).unwrap().write_all(&pending).unwrap();
+        let mut follower = topics.follow("keys", Start::Beginning).unwrap();
+        assert_eq!(summary(&drain(&mut follower).await), [(0, "a", Some("1"))]);
+        assert!(follower.caught_up());
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -5,8 +5,10 @@
 //!   (tansu 0.6, the broker of the tests, keeps the setting; its sqlite storage compacts in its
 //!   maintenance round, every 10 minutes, its in-memory storage never. The tests do not wait
 //!   for it: nothing here depends on when, or whether, the broker compacts.)
-//! - Appends go through one `FutureProducer`: idempotent, `acks=all`, keyed (a tombstone is a
-//!   null payload); the future resolves with the broker's acknowledgement. Unlike the event
+//! - Appends go through one `FutureProducer` (the event publisher's client settings, with
+//!   `event_log.kafka.producer`, except for the four below): idempotent, `acks=all`,
+//!   `linger.ms` 1, keyed (a tombstone is a null payload); the future resolves with the
+//!   broker's acknowledgement. Unlike the event
 //!   publisher's producer, it gives up on a record after [`APPEND_TIMEOUT`], so a caller is
 //!   never left waiting on a broker that is gone. (A timeout leaves a gap in the idempotent
 //!   producer's sequence, which Kafka and Redpanda accept and tansu 0.6 does not, see
@@ -15,7 +17,12 @@
 //!   resolved at its first `next_batch`: the low watermark (`Beginning`), the high watermark
 //!   (`End`), the given offsets (`At`), or the group's committed offsets (`Group`: `group.id`
 //!   is the name, auto commit off; [`Follower::commit`] commits synchronously). No group
-//!   membership: a name is one follower, not a balanced group.
+//!   membership: a name is one follower, not a balanced group. librdkafka assigns only with a
+//!   group id, so other followers get a throwaway one (`switchyard-follower-<uuid>`) under
+//!   which they never commit.
+//! - A follower's fetch waits at most `fetch.wait.max.ms` (100 ms) on a broker that does not
+//!   answer it as soon as a record arrives (tansu: a follower sees an append about 60 ms after
+//!   its acknowledgement).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +51,7 @@ const PARTITIONS_WAIT: Duration = Duration::from_secs(10);
 /// The Kafka topics; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Kafka {
+    /// The clients, shared by every clone and follower.
     cluster: Arc<Cluster>,
 }
 
@@ -152,6 +160,7 @@ impl Cluster {
 
 /// Follows a Kafka topic.
 pub(super) struct Follower {
+    /// Creates the topic if missing.
     cluster: Arc<Cluster>,
     /// The topic's full name.
     name: String,

@@ -52,7 +52,8 @@ pub struct Record {
 pub enum Start {
     /// The first record still kept.
     Beginning,
-    /// After the last record that exists when the follower is created.
+    /// After the last record that exists when the follower is created (Kafka: at its first
+    /// [`Follower::next_batch`], which fetches the high watermarks).
     End,
     /// Where the named consumer last committed ([`Follower::commit`]); the beginning if it never
     /// did. One follower per name at a time: the name keeps a position, it does not share out
@@ -107,7 +108,9 @@ pub struct Topics {
 
 #[derive(Clone)]
 enum Backend {
+    /// No `event_log.kafka`: files under `event_log.path`.
     Embedded(embedded::Embedded),
+    /// `event_log.kafka` is configured.
     Kafka(kafka::Kafka),
 }
 
@@ -148,7 +151,8 @@ impl Topics {
     /// Opens the topics of `config`: Kafka's when `event_log.kafka` is configured, otherwise the
     /// embedded log's under `event_log.path` (created if missing). Also when
     /// `event_log.enabled` is false: keys must persist whether events are published or not.
-    /// Creates no network connection (Kafka topics are created on first use).
+    /// Does not wait for the brokers (Kafka topics are created on first use). Embedded: opening
+    /// the same path again in the process shares the writers.
     pub fn open(config: &EventLogConfig) -> Result<Topics, TopicError> {
         match &config.kafka {
             Some(k) => {
@@ -179,9 +183,11 @@ impl Topics {
         }
     }
 
-    /// A follower of the topic `short` from `start`. Cheap: the first
-    /// [`Follower::next_batch`] does the I/O (with Kafka: creating the topic if missing,
-    /// fetching the watermarks and the group's offsets).
+    /// A follower of the topic `short` from `start`. With Kafka, cheap: the first
+    /// [`Follower::next_batch`] creates the topic if missing, fetches the watermarks and the
+    /// group's offsets, and assigns the partitions. Embedded: reads the group's file, and the
+    /// first use of a topic in the process opens it (reads its file through, compacts it if
+    /// due) in the calling thread; `Start::End` on the event log reads its last segment through.
     pub fn follow(&self, short: &str, start: Start) -> Result<Follower, TopicError> {
         check_short(short)?;
         if let Start::Group(group) = &start {
@@ -209,7 +215,9 @@ pub struct Follower {
 }
 
 enum Inner {
+    /// Reads the topic's file, or the event log.
     Embedded(embedded::Follower),
+    /// A Kafka consumer.
     Kafka(kafka::Follower),
 }
 
@@ -226,9 +234,10 @@ impl Follower {
     }
 
     /// True once every record that existed when the follower was created has been returned
-    /// (then it stays true). Per partition: the position reached the end offset (Kafka: the high
-    /// watermark) fetched at creation. On the embedded `events` and `deployments` views, once a
-    /// read has reached the end of the log.
+    /// (then it stays true). Per partition: the position reached the end offset at creation
+    /// (Kafka: the high watermark fetched by the first `next_batch`; false before it). On the
+    /// embedded `events` and `deployments` views, once a read has reached the end of the log.
+    /// Embedded keyed topics: at once when the topic is empty (or the start is at its end).
     pub fn caught_up(&self) -> bool {
         match &self.inner {
             Inner::Embedded(f) => f.caught_up(),
