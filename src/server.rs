@@ -13,8 +13,8 @@ use crate::budget::ledger::Ledger;
 use crate::budget::Budgets;
 use crate::config::Config;
 use crate::cost::{PriceMap, PriceMapError};
-use crate::events::{EventLogError, EventMetrics, EventSink};
 use crate::events::topics::Topics;
+use crate::events::{EventLogError, EventMetrics, EventSink};
 use crate::http::{self, Accounts, Gateway};
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
@@ -94,7 +94,7 @@ fn accounts(config: &Config, events: &EventSink) -> Result<Accounts, StartError>
     let limiter = Arc::new(Limiter::default());
     let following = if events.enabled() {
         let counter = Counter::new(table.clone(), budgets.clone(), limiter.clone(), events.gateway_id().to_string());
-        Some(follow::start(&topics, counter).map_err(StartError::Keys)?)
+        Some(follow::start(&topics, keys.clone(), counter).map_err(StartError::Keys)?)
     } else {
         None
     };

@@ -7,14 +7,8 @@ use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 
 /// Headers carrying the key, in LiteLLM's order of preference.
-const KEY_HEADERS: &[&str] = &[
-    "authorization",
-    "x-litellm-api-key",
-    "api-key",
-    "x-api-key",
-    "x-goog-api-key",
-    "ocp-apim-subscription-key",
-];
+const KEY_HEADERS: &[&str] =
+    &["authorization", "x-litellm-api-key", "api-key", "x-api-key", "x-goog-api-key", "ocp-apim-subscription-key"];
 
 /// What a request presented as its key.
 #[derive(Debug, PartialEq, Eq)]

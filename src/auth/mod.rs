@@ -116,10 +116,7 @@ impl Auth {
         };
         let expires = record.expires;
         // The old key of a regeneration works, within its grace period, as the new key.
-        let record = match &record.replaced_by {
-            Some(new) => self.table.key(new).unwrap_or(record),
-            None => record,
-        };
+        let record = self.table.effective_key(&hash).unwrap_or(record);
         if record.blocked {
             return Err(unauthorized("Key is blocked. Update via `/key/unblock` if you're an admin.".into()));
         }
@@ -153,7 +150,9 @@ impl Caller {
             Some(expires) if expires <= now => Err(GatewayError::Denied {
                 status: 401,
                 kind: "expired_key",
-                message: format!("Authentication Error - Expired Key. Key Expiry time {expires} and current time {now}"),
+                message: format!(
+                    "Authentication Error - Expired Key. Key Expiry time {expires} and current time {now}"
+                ),
             }),
             _ => Ok(()),
         }

@@ -40,8 +40,7 @@ impl KeyStore {
     pub fn start(topics: Topics, table: Arc<Table>) -> Result<Arc<Self>, String> {
         let topic = topics.name(SHORT);
         let follower = topics.follow(SHORT, Start::Beginning).map_err(|e| format!("cannot read {topic}: {e}"))?;
-        let store =
-            Arc::new(Self { topics, topic, table, waiting: DashMap::new(), ready: AtomicBool::new(false) });
+        let store = Arc::new(Self { topics, topic, table, waiting: DashMap::new(), ready: AtomicBool::new(false) });
         let reader = store.clone();
         tokio::spawn(async move { reader.follow(follower).await });
         Ok(store)

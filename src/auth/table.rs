@@ -66,6 +66,15 @@ impl Table {
         self.keys.get(hash).map(|k| k.clone())
     }
 
+    /// The key a hash stands for: after a regeneration, the key that replaced it.
+    pub fn effective_key(&self, hash: &str) -> Option<Arc<KeyRecord>> {
+        let key = self.key(hash)?;
+        match &key.replaced_by {
+            Some(new) => self.key(new).or(Some(key)),
+            None => Some(key),
+        }
+    }
+
     pub fn key_by_alias(&self, alias: &str) -> Option<Arc<KeyRecord>> {
         let hash = self.aliases.get(alias)?.clone();
         self.key(&hash)

@@ -18,7 +18,7 @@ use dashmap::DashMap;
 use jiff::Timestamp;
 
 use super::{ledger, Budgets, Charges, Identity};
-use crate::auth::Table;
+use crate::auth::{KeyStore, Table};
 use crate::events::topics::{Start, Topics};
 use crate::events::types::CallerFields;
 use crate::events::Event;
@@ -131,12 +131,16 @@ impl Counter {
     }
 }
 
-/// Starts following `<prefix>.events` on the current runtime.
-pub fn start(topics: &Topics, counter: Counter) -> Result<Arc<Following>, String> {
+/// Starts following `<prefix>.events` on the current runtime, once `keys` has loaded the key
+/// table (an event is charged to the accounts the table names).
+pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Result<Arc<Following>, String> {
     let topic = topics.name(SHORT);
     let mut follower = topics.follow(SHORT, Start::Beginning).map_err(|e| format!("cannot read {topic}: {e}"))?;
     let following = counter.following.clone();
     tokio::spawn(async move {
+        while !keys.ready() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let mut last_expiry = Timestamp::now();
         loop {
             match follower.next_batch(4096, Duration::from_millis(200)).await {

@@ -47,11 +47,17 @@ pub fn usd(nanos: i64) -> f64 {
     nanos as f64 / 1e9
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tally {
-    /// The window `spent` belongs to (seconds since the epoch).
-    window_start: i64,
+    /// The window `spent` belongs to.
+    window_start: Timestamp,
     spent: i64,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self { window_start: Timestamp::MIN, spent: 0 }
+    }
 }
 
 /// Every account's spend and reservations; shared by the handlers and the log follower.
@@ -82,7 +88,7 @@ impl Ledger {
         if cost == 0 || at < policy.start.since {
             return;
         }
-        let start = self.window_start(policy, at).as_second();
+        let start = self.window_start(policy, at);
         let mut tally = self.tallies.entry(account.clone()).or_default();
         if tally.window_start < start {
             *tally = Tally { window_start: start, spent: 0 };
@@ -97,7 +103,7 @@ impl Ledger {
         let start = self.window_start(policy, now);
         let base = if start <= policy.start.since { nanos(policy.start.base) } else { 0 };
         let counted = match self.tallies.get(account) {
-            Some(t) if t.window_start == start.as_second() => t.spent,
+            Some(t) if t.window_start == start => t.spent,
             _ => 0,
         };
         base.saturating_add(counted)

@@ -73,31 +73,44 @@ impl Charges {
     /// Only entities the table knows are charged (an end user without a record has no budget).
     pub fn of(table: &Table, who: &Identity) -> Self {
         let mut out = Vec::new();
-        let key = who.key_hash.and_then(|h| table.key(h));
+        let key = who.key_hash.and_then(|h| table.effective_key(h));
         if let Some(key) = &key {
             out.push(charge(Account::Key(key.token.clone()), &key.limits, key.spend_start, Owner::Key));
-            if let Some((model, budget)) =
-                who.model_group.and_then(|m| key.model_max_budget.get_key_value(m))
-            {
+            if let Some((model, budget)) = who.model_group.and_then(|m| key.model_max_budget.get_key_value(m)) {
                 out.push(Charge {
                     account: Account::KeyModel(key.token.clone(), model.clone()),
                     policy: policy(budget.time_period.as_deref(), key.spend_start),
                     max: Some(ledger::nanos(budget.budget_limit)),
-                    owner: Owner::KeyModel { hash: key.token.clone(), alias: key.key_alias.clone(), model: model.clone() },
+                    owner: Owner::KeyModel {
+                        hash: key.token.clone(),
+                        alias: key.key_alias.clone(),
+                        model: model.clone(),
+                    },
                 });
             }
         }
         let team = who.team_id.and_then(|t| table.team(t));
         if let Some(team) = &team {
-            out.push(charge(Account::Team(team.team_id.clone()), &team.limits, team.spend_start, Owner::Team(team.team_id.clone())));
+            out.push(charge(
+                Account::Team(team.team_id.clone()),
+                &team.limits,
+                team.spend_start,
+                Owner::Team(team.team_id.clone()),
+            ));
         }
         if let Some(user) = who.user_id.and_then(|u| table.user(u)) {
-            out.push(charge(Account::User(user.user_id.clone()), &user.limits, user.spend_start, Owner::User(user.user_id.clone())));
+            out.push(charge(
+                Account::User(user.user_id.clone()),
+                &user.limits,
+                user.spend_start,
+                Owner::User(user.user_id.clone()),
+            ));
         }
         if let (Some(team), Some(user)) = (&team, who.user_id) {
             let member = team.member(user);
             let max = member.and_then(|m| m.max_budget_in_team).or(team.team_member_budget);
-            let limits = Limits { max_budget: max, budget_duration: team.limits.budget_duration.clone(), ..Limits::default() };
+            let limits =
+                Limits { max_budget: max, budget_duration: team.limits.budget_duration.clone(), ..Limits::default() };
             out.push(charge(
                 Account::TeamMember(team.team_id.clone(), user.to_string()),
                 &limits,
@@ -344,7 +357,8 @@ mod tests {
 
     #[test]
     fn the_worst_case_uses_max_tokens_at_the_output_price() {
-        let price = crate::cost::Price { input: 1e-6, output: 2e-6, cache_read: None, cache_write: None, reasoning: None };
+        let price =
+            crate::cost::Price { input: 1e-6, output: 2e-6, cache_read: None, cache_write: None, reasoning: None };
         assert_eq!(worst_case(1000, Some(500), Some(&price)), ledger::nanos(0.001 + 0.001));
         assert_eq!(worst_case(1000, None, None), 0);
     }

@@ -34,11 +34,10 @@ impl Window {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let n: i64 = number
-            .parse()
-            .ok()
-            .filter(|n| *n > 0 && *n <= 100_000)
-            .ok_or_else(|| format!("invalid duration {text:?}: expected a number and a unit (s, m, h, d, w, mo)"))?;
+        let n: i64 =
+            number.parse().ok().filter(|n| *n > 0 && *n <= 100_000).ok_or_else(|| {
+                format!("invalid duration {text:?}: expected a number and a unit (s, m, h, d, w, mo)")
+            })?;
         Ok(match unit {
             "s" => Self::Clock(n),
             "m" => Self::Clock(n * 60),
@@ -60,7 +59,9 @@ impl Window {
         let zoned = at.to_zoned(tz.clone());
         let midnight = zoned.start_of_day().unwrap_or_else(|_| zoned.clone());
         let start: Option<Zoned> = match self {
-            Self::Clock(secs) if secs >= DAY_SECS && secs % DAY_SECS == 0 => Some(days_from_epoch(&zoned, secs / DAY_SECS, tz)),
+            Self::Clock(secs) if secs >= DAY_SECS && secs % DAY_SECS == 0 => {
+                Some(days_from_epoch(&zoned, secs / DAY_SECS, tz))
+            }
             Self::Clock(secs) => {
                 let into_day = zoned.timestamp().as_second() - midnight.timestamp().as_second();
                 let floored = into_day - into_day.rem_euclid(secs.max(1));
@@ -127,7 +128,10 @@ pub fn expiry(now: Timestamp, duration: &str) -> Result<Timestamp, String> {
         "mo" => n.months(),
         _ => return Err(bad()),
     };
-    now.to_zoned(TimeZone::UTC).checked_add(span).map(|z| z.timestamp()).map_err(|e| format!("invalid duration {text:?}: {e}"))
+    now.to_zoned(TimeZone::UTC)
+        .checked_add(span)
+        .map(|z| z.timestamp())
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 /// `litellm_settings.timezone`: an IANA name; UTC when unset or unknown.

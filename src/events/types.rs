@@ -431,7 +431,11 @@ mod tests {
             requested_model: "gpt-4o".into(),
             model_group: Some("gpt-4o-group".into()),
             stream: false,
-            caller: CallerFields { user: Some("alice".into()), end_user: Some("alice".into()), ..CallerFields::default() },
+            caller: CallerFields {
+                user: Some("alice".into()),
+                end_user: Some("alice".into()),
+                ..CallerFields::default()
+            },
             tags: vec!["a".into()],
             metadata: Some(json!({"tags": ["a"]})),
             params: json!({"temperature": 0.2}),
@@ -458,7 +462,11 @@ mod tests {
             call_type: "aembedding",
             requested_model: "e".into(),
             model_group: None,
-            caller: CallerFields { api_key_hash: Some("ab".into()), team_id: Some("t".into()), ..CallerFields::default() },
+            caller: CallerFields {
+                api_key_hash: Some("ab".into()),
+                team_id: Some("t".into()),
+                ..CallerFields::default()
+            },
             deployment_id: None,
             provider: None,
             upstream_model: None,

@@ -52,7 +52,12 @@ pub fn caller_fields(caller: &Caller, end_user: Option<String>) -> CallerFields 
 }
 
 /// Checks 5 onwards; returns the hold and the USD reserved.
-pub fn admit(gw: &Gateway, caller: &Caller, call: &Call, end_user: Option<&str>) -> Result<(Admission, f64), GatewayError> {
+pub fn admit(
+    gw: &Gateway,
+    caller: &Caller,
+    call: &Call,
+    end_user: Option<&str>,
+) -> Result<(Admission, f64), GatewayError> {
     let now = Timestamp::now();
     caller.check_model(call.model, call.group)?;
     caller.check_expiry(now)?;
@@ -88,10 +93,7 @@ pub fn admit(gw: &Gateway, caller: &Caller, call: &Call, end_user: Option<&str>)
         gw.budgets.check(&charges, now)?;
     }
     let limits = gw.limiter.admit(limits_of(table, &who), now.as_second())?;
-    let max_tokens = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| body_u64(call.body, k))
-        .or(max_output);
+    let max_tokens = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| body_u64(call.body, k)).or(max_output);
     let amount = worst_case(call.input_tokens, max_tokens, price.as_ref());
     let reservation = gw.budgets.reserve(charges, amount);
     Ok((Admission { reservation: Some(reservation), limits: Some(limits), key: Some(key.clone()) }, usd(amount)))

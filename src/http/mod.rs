@@ -13,15 +13,15 @@ pub mod relay;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use bytes::BytesMut;
-use futures_util::StreamExt;
 use crate::auth::{Auth, KeyStore};
 use crate::budget::follow::Following;
 use crate::budget::Budgets;
 use crate::config::GeneralSettings;
 use crate::events::EventSink;
 use crate::limits::Limiter;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;

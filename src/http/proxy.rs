@@ -206,7 +206,13 @@ fn client_wants_usage(call: &CallRequest) -> bool {
     call.body.get("stream_options").and_then(|o| o.get("include_usage").and_then(Value::as_bool)).unwrap_or(false)
 }
 
-fn answer(gw: &Gateway, trace: Trace, call: &CallRequest, served: Dispatched, mut admission: Admission) -> HttpResponse {
+fn answer(
+    gw: &Gateway,
+    trace: Trace,
+    call: &CallRequest,
+    served: Dispatched,
+    mut admission: Admission,
+) -> HttpResponse {
     let Dispatched { deployment, group, headers: upstream_headers, reply, retries, fallbacks, attempts, upstream_time } =
         served;
     // The key's spend as it was when the call was admitted, as LiteLLM reports it.

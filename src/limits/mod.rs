@@ -70,7 +70,7 @@ pub fn limits_of(table: &Table, who: &Identity) -> Vec<Limit> {
             out.push(Limit { scope, rpm, tpm, parallel });
         }
     };
-    if let Some(key) = who.key_hash.and_then(|h| table.key(h)) {
+    if let Some(key) = who.key_hash.and_then(|h| table.effective_key(h)) {
         let l = &key.limits;
         push(Scope::ApiKey(key.token.clone()), l.rpm_limit, l.tpm_limit, l.max_parallel_requests);
         if let Some(model) = who.model_group {
@@ -257,7 +257,9 @@ mod tests {
 
     fn refused(r: Result<Admitted, GatewayError>) -> (String, u64, &'static str) {
         match r {
-            Err(GatewayError::RateLimited { message, retry_after, limit_type, .. }) => (message, retry_after, limit_type),
+            Err(GatewayError::RateLimited { message, retry_after, limit_type, .. }) => {
+                (message, retry_after, limit_type)
+            }
             Err(other) => panic!("expected a rate limit, got {other:?}"),
             Ok(_) => panic!("expected a rate limit, got an admission"),
         }

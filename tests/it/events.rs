@@ -84,7 +84,8 @@ async fn every_call_leaves_a_request_and_a_response_event() {
     assert_eq!(request["requested_model"], "gpt-4o-mini");
     let unknown_request = call_events(&events, &unknown)[0];
     assert_eq!((&unknown_request["requested_model"], &unknown_request["model_group"]), (&json!("nope"), &Value::Null));
-    assert_eq!(request["user"], "alice");
+    // `user` is the key's user (none for the master key); `end_user` is the body's `user`.
+    assert_eq!((&request["user"], &request["end_user"]), (&Value::Null, &json!("alice")));
     assert_eq!(request["tags"], json!(["team-a", "batch"]));
     assert_eq!(request["params"]["temperature"], 0.2);
     assert_eq!(request["messages"], Value::Null, "prompts are not stored by default");

@@ -7,6 +7,7 @@ mod events;
 mod fuzz;
 mod hardening;
 mod kafka;
+mod keys;
 mod routing;
 mod streaming;
 mod support;

@@ -52,7 +52,9 @@ pub async fn start_with_mock(yaml: &str, mock: MockUpstream) -> Gateway {
     let server = running.server.handle();
     actix_web::rt::spawn(running.server);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    Gateway { base: format!("http://{addr}"), events_dir, http, mock, server }
+    let gw = Gateway { base: format!("http://{addr}"), events_dir, http, mock, server };
+    gw.wait_ready().await;
+    gw
 }
 
 impl Gateway {
@@ -88,6 +90,18 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         events
+    }
+
+    /// Waits (at most 10 s) until `/health/readiness` is 200: the key table is loaded.
+    pub async fn wait_ready(&self) {
+        for _ in 0..500 {
+            let resp = self.http.get(self.url("/health/readiness")).send().await.unwrap();
+            if resp.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the gateway did not become ready");
     }
 
     pub async fn metrics(&self) -> String {

@@ -6,7 +6,9 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{bad, field, merged, not_found, object, required, spend, typed, validate_limits, with, Admin, LIMIT_FIELDS};
+use super::{
+    bad, field, merged, not_found, object, required, spend, typed, validate_limits, with, Admin, LIMIT_FIELDS,
+};
 use crate::auth::entity::{EndUserRecord, Entity, EntityId, Limits, SpendStart};
 use crate::budget::ledger::Account;
 use crate::error::GatewayError;
@@ -112,7 +114,11 @@ pub struct InfoQuery {
     end_user_id: String,
 }
 
-pub async fn info(Admin(_): Admin, gw: web::Data<Gateway>, q: web::Query<InfoQuery>) -> Result<HttpResponse, GatewayError> {
+pub async fn info(
+    Admin(_): Admin,
+    gw: web::Data<Gateway>,
+    q: web::Query<InfoQuery>,
+) -> Result<HttpResponse, GatewayError> {
     Ok(HttpResponse::Ok().json(end_user_json(&gw, &find(&gw, &q.end_user_id)?)))
 }
 

@@ -8,7 +8,9 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{bad, field, merged, not_found, object, page, required, spend, validate_limits, with, Admin, Authed, LIMIT_FIELDS};
+use super::{
+    bad, field, merged, not_found, object, page, required, spend, validate_limits, with, Admin, Authed, LIMIT_FIELDS,
+};
 use crate::auth::entity::{Entity, EntityId, KeyRecord, Limits, SpendStart};
 use crate::auth::{key, Role};
 use crate::budget::ledger::Account;
@@ -41,7 +43,10 @@ fn fields() -> Vec<&'static str> {
 /// A key as the answers show it: the record without its internals, with its spend.
 pub fn key_json(gw: &Gateway, k: &KeyRecord) -> Value {
     let (spent, reset_at) = spend(gw, &Account::Key(k.token.clone()), &k.limits, k.spend_start);
-    let mut value = with(k, &[("spend", json!(spent)), ("budget_reset_at", json!(reset_at)), ("litellm_budget_table", Value::Null)]);
+    let mut value = with(
+        k,
+        &[("spend", json!(spent)), ("budget_reset_at", json!(reset_at)), ("litellm_budget_table", Value::Null)],
+    );
     if let Value::Object(map) = &mut value {
         map.remove("spend_start");
     }
@@ -183,7 +188,11 @@ pub fn created_json(gw: &Gateway, raw: &str, k: &KeyRecord) -> Value {
     value
 }
 
-pub async fn generate(Admin(caller): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
+pub async fn generate(
+    Admin(caller): Admin,
+    gw: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
     let body = object(&body)?;
     let (raw, record) = new_record(&gw, &caller, &body)?;
     gw.keys.put(Entity::Key(record.clone())).await?;
@@ -226,7 +235,12 @@ pub async fn delete(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -
         (_, Some(aliases)) if !aliases.is_empty() => {
             let records = aliases
                 .iter()
-                .map(|a| gw.auth.table.key_by_alias(a).ok_or_else(|| not_found(format!("Key not found in database: key_alias={a}"))))
+                .map(|a| {
+                    gw.auth
+                        .table
+                        .key_by_alias(a)
+                        .ok_or_else(|| not_found(format!("Key not found in database: key_alias={a}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             (aliases, records)
         }
@@ -245,7 +259,11 @@ pub struct InfoQuery {
 }
 
 /// `GET /key/info`: any key may read its own; admins any key.
-pub async fn info(Authed(caller): Authed, gw: web::Data<Gateway>, q: web::Query<InfoQuery>) -> Result<HttpResponse, GatewayError> {
+pub async fn info(
+    Authed(caller): Authed,
+    gw: web::Data<Gateway>,
+    q: web::Query<InfoQuery>,
+) -> Result<HttpResponse, GatewayError> {
     let (named, record) = match &q.key {
         Some(named) => (named.clone(), find(&gw, named)?),
         None => match &caller.key {
@@ -275,7 +293,11 @@ pub struct ListQuery {
     return_full_object: bool,
 }
 
-pub async fn list(Admin(_): Admin, gw: web::Data<Gateway>, q: web::Query<ListQuery>) -> Result<HttpResponse, GatewayError> {
+pub async fn list(
+    Admin(_): Admin,
+    gw: web::Data<Gateway>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, GatewayError> {
     let matches = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
     let keys = gw.auth.table.keys_where(|k| {
         k.replaced_by.is_none()
@@ -291,7 +313,8 @@ pub async fn list(Admin(_): Admin, gw: web::Data<Gateway>, q: web::Query<ListQue
     } else {
         shown.iter().map(|k| json!(k.token)).collect()
     };
-    Ok(HttpResponse::Ok().json(json!({"keys": shown, "total_count": total, "current_page": current, "total_pages": pages})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"keys": shown, "total_count": total, "current_page": current, "total_pages": pages})))
 }
 
 async fn set_blocked(gw: &Gateway, body: &[u8], blocked: bool) -> Result<HttpResponse, GatewayError> {
@@ -323,7 +346,11 @@ pub async fn regenerate(
 }
 
 /// `POST /key/regenerate {"key": …}`: the same, the key named in the body.
-pub async fn regenerate_named(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
+pub async fn regenerate_named(
+    Admin(_): Admin,
+    gw: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
     let body = object(&body)?;
     let named = required(&body, "key")?;
     regenerate_key(&gw, &named, body).await
@@ -382,7 +409,7 @@ pub async fn reset_spend(
         message: "Missing required parameter: `reset_to`".into(),
         param: "reset_to".into(),
     })?;
-    if !(reset_to >= 0.0) || !reset_to.is_finite() {
+    if !reset_to.is_finite() || reset_to < 0.0 {
         return Err(bad(format!("reset_to must be a non-negative number. Received: {reset_to}")));
     }
     let mut record = find(&gw, &path)?.as_ref().clone();

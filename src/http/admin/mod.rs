@@ -129,27 +129,40 @@ const COLLECTIONS: &[&str] = &[
     "teams",
 ];
 
-/// `record` with the `allowed` fields of `patch` put over it, typed back and validated.
+/// `record` with the `allowed` fields of `patch` put over it, typed back. A field of the wrong
+/// type is a 400 naming it.
 pub fn merged<T: Serialize + DeserializeOwned>(
     record: &T,
     patch: &Map<String, Value>,
     allowed: &[&str],
 ) -> Result<T, GatewayError> {
-    let mut value = serde_json::to_value(record).map_err(|e| bad(e.to_string()))?;
-    if let Value::Object(map) = &mut value {
-        for name in allowed {
-            match patch.get(*name) {
-                None => {}
-                Some(Value::Null) if COLLECTIONS.contains(name) => {
-                    map.remove(*name);
-                }
-                Some(v) => {
-                    map.insert(name.to_string(), v.clone());
+    let original = serde_json::to_value(record).map_err(|e| bad(e.to_string()))?;
+    let apply = |fields: &mut dyn Iterator<Item = &&str>| {
+        let mut value = original.clone();
+        if let Value::Object(map) = &mut value {
+            for name in fields {
+                match patch.get(*name) {
+                    None => {}
+                    Some(Value::Null) if COLLECTIONS.contains(name) => {
+                        map.remove(*name);
+                    }
+                    Some(v) => {
+                        map.insert(name.to_string(), v.clone());
+                    }
                 }
             }
         }
+        serde_json::from_value::<T>(value)
+    };
+    match apply(&mut allowed.iter()) {
+        Ok(merged) => Ok(merged),
+        Err(e) => {
+            // Flattened fields hide the path: find the field that does not fit by itself.
+            let culprit = allowed.iter().find(|f| patch.contains_key(**f) && apply(&mut std::iter::once(*f)).is_err());
+            let param = culprit.map_or_else(String::new, |f| f.to_string());
+            Err(GatewayError::InvalidParam { message: format!("Invalid `{param}`: {e}"), param })
+        }
     }
-    typed(value)
 }
 
 /// The fields of [`Limits`].
@@ -160,7 +173,7 @@ pub const LIMIT_FIELDS: &[&str] =
 pub fn validate_limits(limits: &Limits) -> Result<(), GatewayError> {
     for (name, value) in [("max_budget", limits.max_budget), ("soft_budget", limits.soft_budget)] {
         if let Some(v) = value {
-            if !(v >= 0.0) || !v.is_finite() {
+            if !v.is_finite() || v < 0.0 {
                 return Err(GatewayError::InvalidParam {
                     message: format!("{name} cannot be negative. Received: {v}"),
                     param: name.into(),

@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::keys::key_json;
-use super::{bad, field, merged, not_found, object, required, spend, typed, validate_limits, with, Admin, LIMIT_FIELDS};
+use super::{
+    bad, field, merged, not_found, object, required, spend, typed, validate_limits, with, Admin, LIMIT_FIELDS,
+};
 use crate::auth::entity::{Entity, EntityId, Limits, Member, SpendStart, TeamRecord};
 use crate::budget::ledger::Account;
 use crate::error::GatewayError;
@@ -30,7 +32,11 @@ fn fields() -> Vec<&'static str> {
 }
 
 fn find(gw: &Gateway, id: &str) -> Result<TeamRecord, GatewayError> {
-    gw.auth.table.team(id).map(|t| t.as_ref().clone()).ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))
+    gw.auth
+        .table
+        .team(id)
+        .map(|t| t.as_ref().clone())
+        .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))
 }
 
 fn validate(t: &TeamRecord) -> Result<(), GatewayError> {
@@ -123,10 +129,19 @@ pub struct InfoQuery {
     team_id: String,
 }
 
-pub async fn info(Admin(_): Admin, gw: web::Data<Gateway>, q: web::Query<InfoQuery>) -> Result<HttpResponse, GatewayError> {
+pub async fn info(
+    Admin(_): Admin,
+    gw: web::Data<Gateway>,
+    q: web::Query<InfoQuery>,
+) -> Result<HttpResponse, GatewayError> {
     let team = find(&gw, &q.team_id)?;
-    let keys: Vec<Value> =
-        gw.auth.table.keys_where(|k| k.team_id.as_deref() == Some(&team.team_id)).iter().map(|k| key_json(&gw, k)).collect();
+    let keys: Vec<Value> = gw
+        .auth
+        .table
+        .keys_where(|k| k.team_id.as_deref() == Some(&team.team_id))
+        .iter()
+        .map(|k| key_json(&gw, k))
+        .collect();
     let memberships: Vec<Value> = team
         .members_with_roles
         .iter()
@@ -160,7 +175,11 @@ pub struct ListQuery {
     user_id: Option<String>,
 }
 
-pub async fn list(Admin(_): Admin, gw: web::Data<Gateway>, q: web::Query<ListQuery>) -> Result<HttpResponse, GatewayError> {
+pub async fn list(
+    Admin(_): Admin,
+    gw: web::Data<Gateway>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, GatewayError> {
     let teams: Vec<Value> = gw
         .auth
         .table
@@ -185,7 +204,11 @@ fn member_index(team: &TeamRecord, body: &Map<String, Value>) -> Result<usize, G
         .ok_or_else(|| not_found(format!("Member not found in team {}", team.team_id)))
 }
 
-pub async fn member_add(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
+pub async fn member_add(
+    Admin(_): Admin,
+    gw: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
     let body = object(&body)?;
     let mut team = find(&gw, &required(&body, "team_id")?)?;
     let members: Vec<Member> = match body.get("member") {
@@ -205,7 +228,11 @@ pub async fn member_add(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Byte
     Ok(HttpResponse::Ok().json(team_json(&gw, &team)))
 }
 
-pub async fn member_update(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
+pub async fn member_update(
+    Admin(_): Admin,
+    gw: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
     let body = object(&body)?;
     let mut team = find(&gw, &required(&body, "team_id")?)?;
     let i = member_index(&team, &body)?;
@@ -218,7 +245,11 @@ pub async fn member_update(Admin(_): Admin, gw: web::Data<Gateway>, body: web::B
     Ok(HttpResponse::Ok().json(with(&member, &[("team_id", json!(team.team_id))])))
 }
 
-pub async fn member_delete(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
+pub async fn member_delete(
+    Admin(_): Admin,
+    gw: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
     let body = object(&body)?;
     let mut team = find(&gw, &required(&body, "team_id")?)?;
     let i = member_index(&team, &body)?;

@@ -8,7 +8,10 @@ use serde_json::{json, Map, Value};
 
 use super::keys::{created_json, key_json, new_record};
 use super::teams::team_json;
-use super::{bad, field, merged, not_found, object, page, required, spend, typed, validate_limits, with, Admin, Authed, LIMIT_FIELDS};
+use super::{
+    bad, field, merged, not_found, object, page, required, spend, typed, validate_limits, with, Admin, Authed,
+    LIMIT_FIELDS,
+};
 use crate::auth::entity::{Entity, EntityId, Limits, SpendStart, UserRecord};
 use crate::budget::ledger::Account;
 use crate::error::GatewayError;
@@ -24,7 +27,11 @@ fn fields() -> Vec<&'static str> {
 }
 
 fn find(gw: &Gateway, id: &str) -> Result<UserRecord, GatewayError> {
-    gw.auth.table.user(id).map(|u| u.as_ref().clone()).ok_or_else(|| not_found(format!("User not found, passed user_id={id}")))
+    gw.auth
+        .table
+        .user(id)
+        .map(|u| u.as_ref().clone())
+        .ok_or_else(|| not_found(format!("User not found, passed user_id={id}")))
 }
 
 pub fn user_json(gw: &Gateway, u: &UserRecord) -> Value {
@@ -128,7 +135,11 @@ pub struct InfoQuery {
 }
 
 /// `GET /user/info`: admins any user; a user's key its own user.
-pub async fn info(Authed(caller): Authed, gw: web::Data<Gateway>, q: web::Query<InfoQuery>) -> Result<HttpResponse, GatewayError> {
+pub async fn info(
+    Authed(caller): Authed,
+    gw: web::Data<Gateway>,
+    q: web::Query<InfoQuery>,
+) -> Result<HttpResponse, GatewayError> {
     let Some(id) = q.user_id.clone().or_else(|| caller.user_id().map(str::to_string)) else {
         return Err(bad("Pass `user_id`"));
     };
@@ -142,8 +153,10 @@ pub async fn info(Authed(caller): Authed, gw: web::Data<Gateway>, q: web::Query<
     let user = find(&gw, &id)?;
     let keys: Vec<Value> =
         gw.auth.table.keys_where(|k| k.user_id.as_deref() == Some(&id)).iter().map(|k| key_json(&gw, k)).collect();
-    let teams: Vec<Value> = gw.auth.table.teams().iter().filter(|t| t.member(&id).is_some()).map(|t| team_json(&gw, t)).collect();
-    Ok(HttpResponse::Ok().json(json!({"user_id": id, "user_info": user_json(&gw, &user), "keys": keys, "teams": teams})))
+    let teams: Vec<Value> =
+        gw.auth.table.teams().iter().filter(|t| t.member(&id).is_some()).map(|t| team_json(&gw, t)).collect();
+    Ok(HttpResponse::Ok()
+        .json(json!({"user_id": id, "user_info": user_json(&gw, &user), "keys": keys, "teams": teams})))
 }
 
 #[derive(Deserialize)]
@@ -153,13 +166,21 @@ pub struct ListQuery {
     role: Option<String>,
 }
 
-pub async fn list(Admin(_): Admin, gw: web::Data<Gateway>, q: web::Query<ListQuery>) -> Result<HttpResponse, GatewayError> {
+pub async fn list(
+    Admin(_): Admin,
+    gw: web::Data<Gateway>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, GatewayError> {
     let users: Vec<_> = gw
         .auth
         .table
         .users()
         .into_iter()
-        .filter(|u| q.role.as_ref().is_none_or(|r| serde_json::to_value(u.user_role).ok().as_ref().and_then(Value::as_str) == Some(r)))
+        .filter(|u| {
+            q.role
+                .as_ref()
+                .is_none_or(|r| serde_json::to_value(u.user_role).ok().as_ref().and_then(Value::as_str) == Some(r))
+        })
         .collect();
     let total = users.len();
     let size = q.page_size.unwrap_or(25);
