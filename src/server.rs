@@ -10,7 +10,7 @@ use actix_web::{web, App, HttpServer};
 use crate::auth::{Auth, KeyStore, MasterKey, Table};
 use crate::budget::follow::{self, Counter};
 use crate::budget::ledger::Ledger;
-use crate::budget::Budgets;
+use crate::budget::{AlertLog, Budgets};
 use crate::config::Config;
 use crate::cost::{PriceMap, PriceMapError};
 use crate::events::topics::Topics;
@@ -90,7 +90,8 @@ fn accounts(config: &Config, events: &EventSink) -> Result<Accounts, StartError>
     let topics = Topics::open(&config.event_log).map_err(|e| StartError::Keys(e.to_string()))?;
     let table = Arc::new(Table::default());
     let keys = KeyStore::start(topics.clone(), table.clone()).map_err(StartError::Keys)?;
-    let budgets = Arc::new(Budgets::new(Ledger::new(config.timezone.clone())));
+    let alerts = AlertLog { topics: topics.clone(), gateway_id: events.gateway_id().to_string() };
+    let budgets = Arc::new(Budgets::new(Ledger::new(config.timezone.clone()), Some(alerts)));
     let limiter = Arc::new(Limiter::default());
     let following = if events.enabled() {
         let counter = Counter::new(table.clone(), budgets.clone(), limiter.clone(), events.gateway_id().to_string());

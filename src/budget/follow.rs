@@ -109,7 +109,8 @@ impl Counter {
                 if who.key_hash.is_none() {
                     return;
                 }
-                self.budgets.charge(&Charges::of(&self.table, &who), at, ledger::nanos(e.cost));
+                // The instance that made the call reports the budgets it crossed.
+                let _ = self.budgets.charge(&Charges::of(&self.table, &who), at, ledger::nanos(e.cost));
                 self.limiter.count_tokens(&limits_of(&self.table, &who), e.tokens.completion_tokens, at.as_second());
             }
             Event::Deployment(_) => {}

@@ -28,6 +28,20 @@ pub enum Account {
     EndUser(String),
 }
 
+impl Account {
+    /// How records name the account (`key:<hash>`, `team_member:<team>:<user>`, …).
+    pub fn name(&self) -> String {
+        match self {
+            Self::Key(h) => format!("key:{h}"),
+            Self::KeyModel(h, m) => format!("key_model:{h}:{m}"),
+            Self::Team(t) => format!("team:{t}"),
+            Self::TeamMember(t, u) => format!("team_member:{t}:{u}"),
+            Self::User(u) => format!("user:{u}"),
+            Self::EndUser(e) => format!("end_user:{e}"),
+        }
+    }
+}
+
 /// How an account's spend is windowed.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {

@@ -50,6 +50,8 @@ pub struct Charge {
     pub policy: Policy,
     /// `max_budget` in nano-dollars, if the account has one.
     max: Option<i64>,
+    /// `soft_budget` in nano-dollars: crossing it is only reported.
+    soft: Option<i64>,
     owner: Owner,
 }
 
@@ -62,6 +64,7 @@ fn charge(account: Account, limits: &Limits, start: SpendStart, owner: Owner) ->
         account,
         policy: policy(limits.budget_duration.as_deref(), start),
         max: limits.max_budget.map(ledger::nanos),
+        soft: limits.soft_budget.map(ledger::nanos),
         owner,
     }
 }
@@ -81,6 +84,7 @@ impl Charges {
                     account: Account::KeyModel(key.token.clone(), model.clone()),
                     policy: policy(budget.time_period.as_deref(), key.spend_start),
                     max: Some(ledger::nanos(budget.budget_limit)),
+                    soft: None,
                     owner: Owner::KeyModel {
                         hash: key.token.clone(),
                         alias: key.key_alias.clone(),
@@ -134,14 +138,66 @@ fn exceeded(message: String) -> GatewayError {
     GatewayError::Denied { status: 429, kind: "budget_exceeded", message }
 }
 
+/// A budget a call's cost crossed: reported on `<prefix>.alerts` (the alerts consumer delivers
+/// it), never enforced for soft budgets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Crossing {
+    pub account: Account,
+    /// `soft_budget_crossed` or `budget_crossed` (LiteLLM's budget alert events).
+    pub event: &'static str,
+    /// USD spent after the call.
+    pub spend: f64,
+    /// The budget crossed, USD.
+    pub budget: f64,
+}
+
+/// Where crossings are reported: `<prefix>.alerts`, one record per crossing, keyed by the
+/// account (schema: `schemas/events/budget_alert.json`).
+pub struct AlertLog {
+    pub topics: crate::events::topics::Topics,
+    pub gateway_id: String,
+}
+
+impl AlertLog {
+    /// Appends the records off the caller's path (a task on the current runtime).
+    fn report(&self, crossed: Vec<Crossing>) {
+        if crossed.is_empty() {
+            return;
+        }
+        let topics = self.topics.clone();
+        let gateway_id = self.gateway_id.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            for c in crossed {
+                let record = serde_json::json!({
+                    "v": 1,
+                    "type": "budget_alert",
+                    "event": c.event,
+                    "account": c.account.name(),
+                    "spend": c.spend,
+                    "budget": c.budget,
+                    "gateway_id": gateway_id,
+                    "timestamp": Timestamp::now().to_string(),
+                });
+                let bytes = record.to_string().into_bytes();
+                if let Err(e) = topics.append("alerts", &c.account.name(), Some(&bytes)).await {
+                    tracing::warn!(error = %e, account = %c.account.name(), "could not record a budget alert");
+                }
+            }
+        });
+    }
+}
+
 /// The ledger, shared by the handlers and the log follower.
 pub struct Budgets {
     pub ledger: Ledger,
+    /// None in unit tests.
+    alerts: Option<AlertLog>,
 }
 
 impl Budgets {
-    pub fn new(ledger: Ledger) -> Self {
-        Self { ledger }
+    pub fn new(ledger: Ledger, alerts: Option<AlertLog>) -> Self {
+        Self { ledger, alerts }
     }
 
     /// Spend of an account now (USD), in its current window.
@@ -190,11 +246,25 @@ impl Budgets {
         Reservation { budgets: self.clone(), charges, amount, settled: false }
     }
 
-    /// Counts a finished call's cost on every account.
-    pub fn charge(&self, charges: &Charges, at: Timestamp, cost: i64) {
+    /// Counts a finished call's cost on every account; returns the budgets it crossed.
+    pub fn charge(&self, charges: &Charges, at: Timestamp, cost: i64) -> Vec<Crossing> {
+        let mut crossed = Vec::new();
         for c in &charges.0 {
+            let before = self.ledger.spent(&c.account, &c.policy, at);
             self.ledger.add(&c.account, &c.policy, at, cost);
+            let after = self.ledger.spent(&c.account, &c.policy, at);
+            for (event, budget) in [("soft_budget_crossed", c.soft), ("budget_crossed", c.max)] {
+                if let Some(budget) = budget.filter(|b| before < *b && *b <= after) {
+                    crossed.push(Crossing {
+                        account: c.account.clone(),
+                        event,
+                        spend: usd(after),
+                        budget: usd(budget),
+                    });
+                }
+            }
         }
+        crossed
     }
 }
 
@@ -209,11 +279,16 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Replaces the reservation with the call's real cost (USD), counted at `at`.
-    pub fn settle(mut self, cost: f64, at: Timestamp) {
+    /// Replaces the reservation with the call's real cost (USD), counted at `at`; returns the
+    /// budgets the cost crossed.
+    pub fn settle(mut self, cost: f64, at: Timestamp) -> Vec<Crossing> {
         self.release();
-        self.budgets.charge(&self.charges, at, ledger::nanos(cost));
         self.settled = true;
+        let crossed = self.budgets.charge(&self.charges, at, ledger::nanos(cost));
+        if let Some(alerts) = &self.budgets.alerts {
+            alerts.report(crossed.clone());
+        }
+        crossed
     }
 
     fn release(&self) {
@@ -304,7 +379,7 @@ mod tests {
         for e in [key("k", Some(1.0), Some("t")), team("t", 0.5)] {
             table.apply(&e.id(), Some(e.clone()));
         }
-        (table, Arc::new(Budgets::new(Ledger::new(TimeZone::UTC))))
+        (table, Arc::new(Budgets::new(Ledger::new(TimeZone::UTC), None)))
     }
 
     fn who() -> Identity<'static> {
@@ -325,8 +400,10 @@ mod tests {
         let charges = Charges::of(&table, &who());
         assert_eq!(charges.0.len(), 2);
         assert!(budgets.check(&charges, now).is_ok());
-        // The team is over only when spend > max.
-        budgets.charge(&charges, now, ledger::nanos(0.5));
+        // The team is over only when spend > max; reaching it is reported.
+        let crossed = budgets.charge(&charges, now, ledger::nanos(0.5));
+        assert_eq!(crossed.len(), 1);
+        assert_eq!((crossed[0].event, crossed[0].budget), ("budget_crossed", 0.5));
         assert!(budgets.check(&charges, now).is_ok());
         budgets.charge(&charges, now, ledger::nanos(0.01));
         assert_eq!(
@@ -345,7 +422,7 @@ mod tests {
         let reservation = budgets.reserve(Charges::of(&table, &who()), ledger::nanos(0.6));
         // 0.6 reserved puts the team (0.5) over.
         assert!(budgets.check(&Charges::of(&table, &who()), now).is_err());
-        reservation.settle(0.1, now);
+        assert!(reservation.settle(0.1, now).is_empty());
         assert!(budgets.check(&Charges::of(&table, &who()), now).is_ok());
         let team = Account::Team("t".into());
         assert_eq!(budgets.ledger.reserved(&team), 0);

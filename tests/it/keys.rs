@@ -89,6 +89,51 @@ async fn a_generated_key_calls_its_models_and_only_its_hash_is_kept() {
     gw.stop().await;
 }
 
+/// The first `n` records of a topic of the gateway's embedded log (waits up to 5 s for them).
+async fn records(gw: &Gateway, topic: &str, n: usize) -> Vec<Value> {
+    use switchyard::events::topics::{Start, Topics};
+    let dir = gw.events_dir.clone().unwrap();
+    let config =
+        switchyard::config::Config::from_yaml(&format!("event_log: {{path: {}}}", dir.display()), &|_| None).unwrap();
+    let mut follower = Topics::open(&config.event_log).unwrap().follow(topic, Start::Beginning).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..50 {
+        for record in follower.next_batch(100, Duration::from_millis(100)).await.unwrap() {
+            out.extend(record.value.map(|v| serde_json::from_slice::<Value>(&v).unwrap()));
+        }
+        if out.len() >= n {
+            break;
+        }
+    }
+    out
+}
+
+/// Every record of `<prefix>.keys` matches schemas/events/keys.json.
+async fn assert_keys_records_match_their_schema(yaml: &str) {
+    use switchyard::events::topics::{Start, Topics};
+    let yaml = yaml.replace("{mock}", "http://127.0.0.1:9");
+    let config = switchyard::config::Config::from_yaml(&yaml, &|_| None).unwrap();
+    let topics = Topics::open(&config.event_log).unwrap();
+    let mut follower = topics.follow("keys", Start::Beginning).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/events/keys.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut seen = 0;
+    while !follower.caught_up() || seen == 0 {
+        for record in follower.next_batch(100, Duration::from_millis(200)).await.unwrap() {
+            let Some(value) = record.value else { continue };
+            let json: Value = serde_json::from_slice(&value).unwrap();
+            let errors: Vec<String> =
+                validator.iter_errors(&json).map(|e| format!("{e} at {}", e.instance_path())).collect();
+            assert!(errors.is_empty(), "{} does not match keys.json: {errors:?}\n{json}", record.key);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "the key log holds the writes: {seen}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -159,7 +204,7 @@ async fn keys_are_checked_in_litellms_order_with_its_messages() {
 #[actix_web::test]
 async fn a_key_over_its_budget_gets_429_budget_exceeded() {
     let gw = start(CONFIG).await;
-    let (key, _) = generate(&gw, json!({"max_budget": 0.02})).await;
+    let (key, created) = generate(&gw, json!({"max_budget": 0.02, "soft_budget": 0.015})).await;
     for _ in 0..2 {
         let resp = chat_as(&gw, &key, "priced").await;
         assert_eq!(resp.status(), 200);
@@ -168,6 +213,12 @@ async fn a_key_over_its_budget_gets_429_budget_exceeded() {
     let err = error_of(chat_as(&gw, &key, "priced").await, 429).await;
     assert_eq!(err["type"], "budget_exceeded");
     assert_eq!(err["message"], "Budget has been exceeded! Current cost: 0.022, Max budget: 0.02");
+    // Crossing the soft budget and the budget is reported on the alerts topic.
+    let alerts = records(&gw, "alerts", 2).await;
+    let events: Vec<&str> = alerts.iter().map(|a| a["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["soft_budget_crossed", "budget_crossed"]);
+    assert_eq!(alerts[0]["account"], format!("key:{}", created["token"].as_str().unwrap()));
+    assert_eq!((alerts[0]["budget"].as_f64(), alerts[1]["spend"].as_f64()), (Some(0.015), Some(0.022)));
     // A model that costs nothing skips the budget, as in LiteLLM.
     assert_eq!(chat_as(&gw, &key, "other").await.status(), 200);
     // Resetting the spend lets the key call again.
@@ -391,6 +442,7 @@ async fn a_restarted_gateway_rebuilds_the_same_table_and_spend() {
     // Let the publisher write the call's events before stopping.
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.stop().await;
+    assert_keys_records_match_their_schema(&config).await;
 
     let gw = start(&config).await;
     for _ in 0..100 {
