@@ -85,7 +85,7 @@ impl Running {
 
 /// The key table (following `<prefix>.keys`), budgets and limits, and (with the event log
 /// on) the follower that counts other instances' calls from `<prefix>.events`.
-fn accounts(config: &Config, events: &EventSink) -> Result<Accounts, StartError> {
+fn accounts(config: &Config, events: &EventSink, metrics: &Metrics) -> Result<Accounts, StartError> {
     use secrecy::ExposeSecret;
     let topics = Topics::open(&config.event_log).map_err(|e| StartError::Keys(e.to_string()))?;
     let table = Arc::new(Table::default());
@@ -94,7 +94,9 @@ fn accounts(config: &Config, events: &EventSink) -> Result<Accounts, StartError>
     let budgets = Arc::new(Budgets::new(Ledger::new(config.timezone.clone()), Some(alerts)));
     let limiter = Arc::new(Limiter::default());
     let following = if events.enabled() {
-        let counter = Counter::new(table.clone(), budgets.clone(), limiter.clone(), events.gateway_id().to_string());
+        let mut counter =
+            Counter::new(table.clone(), budgets.clone(), limiter.clone(), events.gateway_id().to_string());
+        counter.delay = Some(follow::delay_histogram(metrics.registry())?);
         Some(follow::start(&topics, keys.clone(), counter).map_err(StartError::Keys)?)
     } else {
         None
@@ -119,7 +121,7 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
     // Each thread builds its own client later; building one now reports a broken TLS setup at once.
     crate::providers::client::build()?;
     let router = RouterHandle::start(config, &prices, metrics.clone(), events.clone());
-    let accounts = accounts(config, &events)?;
+    let accounts = accounts(config, &events, &metrics)?;
     let gateway = web::Data::new(Gateway::new(
         router.clone(),
         metrics,

@@ -47,6 +47,22 @@ pub struct Counter {
     /// When this process started: its own events after this are already counted.
     pub started: Timestamp,
     pub following: Arc<Following>,
+    /// How long other instances' events took to reach this one (publish to count): the
+    /// propagation delay that bounds cross-instance overspend.
+    pub delay: Option<prometheus::Histogram>,
+}
+
+/// `switchyard_follow_delay_seconds`, registered with the gateway's registry.
+pub fn delay_histogram(registry: &prometheus::Registry) -> prometheus::Result<prometheus::Histogram> {
+    let h = prometheus::Histogram::with_opts(
+        prometheus::HistogramOpts::new(
+            "switchyard_follow_delay_seconds",
+            "Time from another instance publishing a request or response event to this instance counting it",
+        )
+        .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+    )?;
+    registry.register(Box::new(h.clone()))?;
+    Ok(h)
 }
 
 fn identity<'a>(caller: &'a CallerFields, model_group: Option<&'a str>) -> Identity<'a> {
@@ -68,6 +84,7 @@ impl Counter {
             gateway_id,
             started: Timestamp::now(),
             following: Arc::new(Following { caught_up: AtomicBool::new(false), pending: DashMap::new() }),
+            delay: None,
         }
     }
 
@@ -77,6 +94,12 @@ impl Counter {
         let at = Timestamp::try_from(envelope.timestamp.system_time()).unwrap_or(now);
         if envelope.gateway_id == self.gateway_id && at >= self.started {
             return;
+        }
+        if let (Some(delay), true) = (&self.delay, self.following.caught_up.load(Ordering::Relaxed)) {
+            let elapsed = now.duration_since(at).as_secs_f64();
+            if elapsed >= 0.0 {
+                delay.observe(elapsed);
+            }
         }
         match event {
             Event::Request(e) => {

@@ -2,6 +2,7 @@
 //! wire format with fault injection), asserting what a client sees.
 
 mod cli;
+mod cluster;
 mod endpoints;
 mod events;
 mod fuzz;

@@ -113,7 +113,7 @@ impl Kafka {
             .set("auto.offset.reset", "earliest")
             // A broker that holds a fetch until this long when nothing is new: the most a new
             // record can wait on a broker that does not answer a fetch as soon as one arrives.
-            .set("fetch.wait.max.ms", "100");
+            .set("fetch.wait.max.ms", "10");
         // librdkafka assigns partitions only to a consumer with a group id. A follower that is
         // not a named consumer gets a name of its own, under which it never commits.
         match &start {
