@@ -99,6 +99,37 @@ pub struct KeyRecord {
     pub replaced_by: Option<String>,
 }
 
+impl KeyRecord {
+    /// A key with no limits, models or metadata, created at `now` with no spend.
+    pub fn new(token: String, key_name: String, now: Timestamp) -> Self {
+        Self {
+            token,
+            key_name,
+            key_alias: None,
+            user_id: None,
+            team_id: None,
+            models: vec![],
+            expires: None,
+            limits: Limits::default(),
+            model_max_budget: BTreeMap::new(),
+            model_rpm_limit: BTreeMap::new(),
+            model_tpm_limit: BTreeMap::new(),
+            metadata: Map::new(),
+            tags: vec![],
+            blocked: false,
+            allowed_routes: vec![],
+            aliases: Map::new(),
+            config: Map::new(),
+            permissions: Map::new(),
+            spend_start: SpendStart { since: now, base: 0.0 },
+            created_at: now,
+            updated_at: now,
+            created_by: None,
+            replaced_by: None,
+        }
+    }
+}
+
 /// LiteLLM's user roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -290,32 +321,12 @@ mod tests {
     use super::*;
 
     fn key() -> KeyRecord {
-        let now = Timestamp::now();
-        KeyRecord {
-            token: "ab".repeat(32),
-            key_name: "sk-...wxyz".into(),
-            key_alias: Some("app".into()),
-            user_id: None,
-            team_id: Some("t1".into()),
-            models: vec!["gpt-4o".into()],
-            expires: None,
-            limits: Limits { max_budget: Some(1.5), rpm_limit: Some(10), ..Limits::default() },
-            model_max_budget: BTreeMap::new(),
-            model_rpm_limit: BTreeMap::new(),
-            model_tpm_limit: BTreeMap::new(),
-            metadata: Map::new(),
-            tags: vec![],
-            blocked: false,
-            allowed_routes: vec![],
-            aliases: Map::new(),
-            config: Map::new(),
-            permissions: Map::new(),
-            spend_start: SpendStart { since: now, base: 0.0 },
-            created_at: now,
-            updated_at: now,
-            created_by: None,
-            replaced_by: None,
-        }
+        let mut key = KeyRecord::new("ab".repeat(32), "sk-...wxyz".into(), Timestamp::now());
+        key.key_alias = Some("app".into());
+        key.team_id = Some("t1".into());
+        key.models = vec!["gpt-4o".into()];
+        key.limits = Limits { max_budget: Some(1.5), rpm_limit: Some(10), ..Limits::default() };
+        key
     }
 
     #[test]

@@ -325,32 +325,10 @@ mod tests {
     use jiff::tz::TimeZone;
 
     fn key(token: &str, max_budget: Option<f64>, team: Option<&str>) -> Entity {
-        let now = Timestamp::UNIX_EPOCH;
-        Entity::Key(KeyRecord {
-            token: token.into(),
-            key_name: "sk-...".into(),
-            key_alias: None,
-            user_id: None,
-            team_id: team.map(str::to_string),
-            models: vec![],
-            expires: None,
-            limits: Limits { max_budget, ..Limits::default() },
-            model_max_budget: Default::default(),
-            model_rpm_limit: Default::default(),
-            model_tpm_limit: Default::default(),
-            metadata: Default::default(),
-            tags: vec![],
-            blocked: false,
-            allowed_routes: vec![],
-            aliases: Default::default(),
-            config: Default::default(),
-            permissions: Default::default(),
-            spend_start: SpendStart { since: now, base: 0.0 },
-            created_at: now,
-            updated_at: now,
-            created_by: None,
-            replaced_by: None,
-        })
+        let mut key = KeyRecord::new(token.into(), "sk-...".into(), Timestamp::UNIX_EPOCH);
+        key.limits.max_budget = max_budget;
+        key.team_id = team.map(str::to_string);
+        Entity::Key(key)
     }
 
     fn team(id: &str, max_budget: f64) -> Entity {

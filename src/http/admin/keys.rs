@@ -147,31 +147,9 @@ pub fn new_record(
     }
     let now = Timestamp::now();
     let spent = field::<f64>(body, "spend")?.unwrap_or(0.0);
-    let base = KeyRecord {
-        token,
-        key_name: key::key_name(&raw),
-        key_alias: None,
-        user_id: None,
-        team_id: None,
-        models: vec![],
-        expires: None,
-        limits: Limits::default(),
-        model_max_budget: Default::default(),
-        model_rpm_limit: Default::default(),
-        model_tpm_limit: Default::default(),
-        metadata: Map::new(),
-        tags: vec![],
-        blocked: false,
-        allowed_routes: vec![],
-        aliases: Map::new(),
-        config: Map::new(),
-        permissions: Map::new(),
-        spend_start: SpendStart { since: now, base: spent.max(0.0) },
-        created_at: now,
-        updated_at: now,
-        created_by: created_by(caller),
-        replaced_by: None,
-    };
+    let mut base = KeyRecord::new(token, key::key_name(&raw), now);
+    base.spend_start.base = spent.max(0.0);
+    base.created_by = created_by(caller);
     let mut record = merged(&base, body, &fields())?;
     apply_duration(&mut record, body, now)?;
     validate(gw, &record)?;
