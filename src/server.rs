@@ -136,6 +136,8 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
         App::new()
             .wrap(actix_web::middleware::from_fn(move |req, next| http::cors::middleware(cors.clone(), req, next)))
             .app_data(gateway.clone())
+            .app_data(http::query_config())
+            .app_data(http::path_config())
             .configure(http::configure)
             .default_service(web::to(http::not_found))
     })

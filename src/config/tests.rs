@@ -423,3 +423,17 @@ fn the_event_log_and_price_map_paths_are_relative_to_the_config_file() {
     .unwrap();
     assert_eq!(cfg.event_log.path, Path::new("from-env"));
 }
+
+#[test]
+fn database_url_is_accepted_with_a_warning_that_keys_live_on_the_log() {
+    let cfg = load("general_settings: {master_key: sk-1, database_url: postgres://x}\n").unwrap();
+    assert!(cfg.warnings.iter().any(|w| w.starts_with("general_settings.database_url") && w.contains("event log")));
+}
+
+#[test]
+fn budget_windows_follow_litellm_settings_timezone() {
+    let cfg = load("litellm_settings: {timezone: Europe/Paris}\n").unwrap();
+    assert_eq!(cfg.timezone.iana_name(), Some("Europe/Paris"));
+    assert!(error_of("litellm_settings: {timezone: Mars/Olympus}\n")
+        .starts_with("litellm_settings.timezone: unknown timezone"));
+}

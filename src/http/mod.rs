@@ -164,6 +164,17 @@ fn get(cfg: &mut web::ServiceConfig, path: String, route: actix_web::Route) {
     );
 }
 
+/// A query string that does not fit its handler is a 400 with the OpenAI error body.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|e, _| GatewayError::BadRequest(format!("Invalid query string: {e}")).into())
+}
+
+/// So is a path parameter that does not fit.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|e, _| GatewayError::BadRequest(format!("Invalid path: {e}")).into())
+}
+
 /// Unknown paths get the OpenAI error body too.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     GatewayError::NotFound(format!("{} {} is not an endpoint of this gateway", req.method(), req.path()))

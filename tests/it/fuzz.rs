@@ -186,3 +186,91 @@ async fn thousands_of_bad_bodies_never_get_a_5xx_or_a_panic() {
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB over {sent} requests");
     gw.stop().await;
 }
+
+/// Management routes with bodies of every shape: whatever arrives, never a 5xx, and an error
+/// is always the OpenAI error body (query strings and path parameters included).
+#[actix_web::test]
+async fn key_management_takes_any_body_without_a_5xx() {
+    let gw = start(CONFIG).await;
+    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &[9; 32]));
+    let post_paths = [
+        "/key/generate",
+        "/key/update",
+        "/key/delete",
+        "/key/block",
+        "/key/regenerate",
+        "/key/sk-x/regenerate",
+        "/key/sk-x/reset_spend",
+        "/team/new",
+        "/team/update",
+        "/team/delete",
+        "/team/member_add",
+        "/team/member_update",
+        "/team/member_delete",
+        "/team/block",
+        "/user/new",
+        "/user/update",
+        "/user/delete",
+        "/customer/new",
+        "/customer/update",
+        "/end_user/block",
+        "/customer/delete",
+    ];
+    let fields = vec![
+        "key",
+        "keys",
+        "key_aliases",
+        "key_alias",
+        "team_id",
+        "team_ids",
+        "user_id",
+        "user_ids",
+        "member",
+        "models",
+        "max_budget",
+        "soft_budget",
+        "budget_duration",
+        "duration",
+        "rpm_limit",
+        "tpm_limit",
+        "metadata",
+        "model_max_budget",
+        "reset_to",
+        "grace_period",
+        "new_key",
+        "user_role",
+        "members_with_roles",
+        "spend",
+        "allowed_model_region",
+        "budget_id",
+        "max_budget_in_team",
+        "blocked",
+        "auto_create_key",
+        "password",
+    ];
+    let bodies = (prop::collection::vec((prop::sample::select(fields), any_json()), 0..5))
+        .prop_map(|f| Value::Object(f.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
+    for round in 0..1200 {
+        let path = post_paths[round % post_paths.len()];
+        let body = if round % 10 == 0 { json!([1, 2]) } else { bodies.new_tree(&mut runner).unwrap().current() };
+        let resp = gw.http.post(gw.url(path)).bearer_auth(KEY).json(&body).send().await.unwrap();
+        check(resp, &format!("POST {path} {body}")).await;
+    }
+    let queries = "[a-z_]{1,10}=[a-z0-9%-]{0,12}(&[a-z_]{1,10}=[-0-9a-z]{0,6}){0,3}";
+    for round in 0..300 {
+        let path = ["/key/info", "/key/list", "/team/info", "/team/list", "/user/info", "/user/list", "/customer/info"]
+            [round % 7];
+        let query = queries.new_tree(&mut runner).unwrap().current();
+        let resp = gw.http.get(gw.url(&format!("{path}?{query}"))).bearer_auth(KEY).send().await.unwrap();
+        check(resp, &format!("GET {path}?{query}")).await;
+    }
+    for query in ["page=abc", "size=-1", "page=99999999999999999999", "return_full_object=maybe"] {
+        let resp = gw.http.get(gw.url(&format!("/key/list?{query}"))).bearer_auth(KEY).send().await.unwrap();
+        check(resp, query).await;
+    }
+    let huge = vec![b'x'; 2 << 20];
+    let resp = gw.http.post(gw.url("/key/generate")).bearer_auth(KEY).body(huge).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    check(resp, "a 2 MB body").await;
+    gw.stop().await;
+}

@@ -459,3 +459,35 @@ async fn a_restarted_gateway_rebuilds_the_same_table_and_spend() {
     gw.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[actix_web::test]
+async fn routes_per_key_model_limits_and_parallel_limits() {
+    let gw = start(CONFIG).await;
+    let (chat_only, _) = generate(&gw, json!({"allowed_routes": ["/chat/completions"]})).await;
+    assert_eq!(chat_as(&gw, &chat_only, "priced").await.status(), 200);
+    let err = error_of(get_as(&gw, &chat_only, "/v1/models").await, 401).await;
+    assert!(err["message"].as_str().unwrap().contains("Only allowed to call routes: ['/chat/completions']"), "{err}");
+
+    let (per_model, _) = generate(&gw, json!({"model_rpm_limit": {"priced": 1}})).await;
+    let first = chat_as(&gw, &per_model, "priced").await.status().as_u16();
+    let second = chat_as(&gw, &per_model, "priced").await;
+    if first == 200 && second.status() == 429 {
+        let err = error_of(second, 429).await;
+        assert!(err["message"].as_str().unwrap().starts_with("Rate limit exceeded for model_per_key: "), "{err}");
+    } else {
+        // The two calls straddled a minute: the second opened a new window.
+        assert_eq!((first, second.status().as_u16()), (200, 200));
+    }
+    assert_eq!(chat_as(&gw, &per_model, "other").await.status(), 200, "other models are not limited");
+
+    // One parallel request: of 6 concurrent slow calls, some are refused, none fails otherwise.
+    let (single, _) = generate(&gw, json!({"max_parallel_requests": 1})).await;
+    let body = json!({"model": "openai/slow-300ms", "messages": [{"role": "user", "content": "hi"}]});
+    let calls = (0..6).map(|_| post_as(&gw, &single, "/v1/chat/completions", &body));
+    let statuses: Vec<u16> = futures_util::future::join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.contains(&200) && statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    // The slots are given back.
+    assert_eq!(post_as(&gw, &single, "/v1/chat/completions", &body).await.status(), 200);
+    gw.stop().await;
+}

@@ -4,11 +4,9 @@
 use actix_web::{web, HttpResponse};
 use jiff::Timestamp;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use super::{
-    bad, field, merged, not_found, object, required, spend, typed, validate_limits, with, Admin, LIMIT_FIELDS,
-};
+use super::{bad, field, merged, not_found, required, spend, typed, validate_limits, with, Admin, Body, LIMIT_FIELDS};
 use crate::auth::entity::{EndUserRecord, Entity, EntityId, Limits, SpendStart};
 use crate::budget::ledger::Account;
 use crate::error::GatewayError;
@@ -59,8 +57,7 @@ async fn save(gw: &Gateway, mut e: EndUserRecord) -> Result<EndUserRecord, Gatew
     Ok(e)
 }
 
-pub async fn new(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
+pub async fn new(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
     let user_id = required(&body, "user_id")?;
     if body.get("max_budget").is_some_and(|v| !v.is_null()) && body.get("budget_id").is_some_and(|v| !v.is_null()) {
         return Err(bad("Set either 'max_budget' or 'budget_id', not both."));
@@ -85,8 +82,7 @@ pub async fn new(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> R
     Ok(HttpResponse::Ok().json(end_user_json(&gw, &e)))
 }
 
-pub async fn update(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
+pub async fn update(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
     let e = find(&gw, &required(&body, "user_id")?)?;
     let e = save(&gw, merged(&e, &body, &fields())?).await?;
     Ok(HttpResponse::Ok().json(end_user_json(&gw, &e)))
@@ -97,8 +93,8 @@ pub struct IdsBody {
     user_ids: Vec<String>,
 }
 
-pub async fn delete(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body: IdsBody = typed(Value::Object(object(&body)?))?;
+pub async fn delete(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
+    let body: IdsBody = typed(Value::Object(body))?;
     for id in &body.user_ids {
         find(&gw, id)?;
     }
@@ -127,8 +123,7 @@ pub async fn list(Admin(_): Admin, gw: web::Data<Gateway>) -> Result<HttpRespons
     Ok(HttpResponse::Ok().json(all))
 }
 
-async fn set_blocked(gw: &Gateway, body: &[u8], blocked: bool) -> Result<HttpResponse, GatewayError> {
-    let body = object(body)?;
+async fn set_blocked(gw: &Gateway, body: Map<String, Value>, blocked: bool) -> Result<HttpResponse, GatewayError> {
     let ids: Vec<String> = field(&body, "user_ids")?.ok_or_else(|| bad("Pass `user_ids`: a list of end user ids"))?;
     let mut out = Vec::with_capacity(ids.len());
     for id in &ids {
@@ -139,10 +134,10 @@ async fn set_blocked(gw: &Gateway, body: &[u8], blocked: bool) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(json!({"blocked_users": if blocked { ids.clone() } else { vec![] }, "customers": out})))
 }
 
-pub async fn block(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    set_blocked(&gw, &body, true).await
+pub async fn block(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
+    set_blocked(&gw, body, true).await
 }
 
-pub async fn unblock(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    set_blocked(&gw, &body, false).await
+pub async fn unblock(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
+    set_blocked(&gw, body, false).await
 }

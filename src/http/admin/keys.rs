@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    bad, field, merged, not_found, object, page, required, spend, validate_limits, with, Admin, Authed, LIMIT_FIELDS,
+    bad, field, merged, not_found, page, required, spend, validate_limits, with, Admin, Authed, Body, LIMIT_FIELDS,
 };
 use crate::auth::entity::{Entity, EntityId, KeyRecord, Limits, SpendStart};
 use crate::auth::{key, Role};
@@ -169,17 +169,15 @@ pub fn created_json(gw: &Gateway, raw: &str, k: &KeyRecord) -> Value {
 pub async fn generate(
     Admin(caller): Admin,
     gw: web::Data<Gateway>,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
     let (raw, record) = new_record(&gw, &caller, &body)?;
     gw.keys.put(Entity::Key(record.clone())).await?;
     tracing::info!(token = %record.token, alias = ?record.key_alias, "key generated");
     Ok(HttpResponse::Ok().json(created_json(&gw, &raw, &record)))
 }
 
-pub async fn update(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
+pub async fn update(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
     let named = required(&body, "key")?;
     let old = find(&gw, &named)?;
     let now = Timestamp::now();
@@ -203,8 +201,8 @@ pub struct DeleteBody {
     key_aliases: Option<Vec<String>>,
 }
 
-pub async fn delete(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body: DeleteBody = super::typed(Value::Object(object(&body)?))?;
+pub async fn delete(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
+    let body: DeleteBody = super::typed(Value::Object(body))?;
     let (named, records): (Vec<String>, Vec<Arc<KeyRecord>>) = match (body.keys, body.key_aliases) {
         (Some(keys), _) if !keys.is_empty() => {
             let records = keys.iter().map(|k| find(&gw, k)).collect::<Result<Vec<_>, _>>()?;
@@ -295,8 +293,7 @@ pub async fn list(
         .json(json!({"keys": shown, "total_count": total, "current_page": current, "total_pages": pages})))
 }
 
-async fn set_blocked(gw: &Gateway, body: &[u8], blocked: bool) -> Result<HttpResponse, GatewayError> {
-    let body = object(body)?;
+async fn set_blocked(gw: &Gateway, body: Map<String, Value>, blocked: bool) -> Result<HttpResponse, GatewayError> {
     let mut record = find(gw, &required(&body, "key")?)?.as_ref().clone();
     record.blocked = blocked;
     record.updated_at = Timestamp::now();
@@ -304,12 +301,12 @@ async fn set_blocked(gw: &Gateway, body: &[u8], blocked: bool) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(key_json(gw, &record)))
 }
 
-pub async fn block(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    set_blocked(&gw, &body, true).await
+pub async fn block(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
+    set_blocked(&gw, body, true).await
 }
 
-pub async fn unblock(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    set_blocked(&gw, &body, false).await
+pub async fn unblock(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
+    set_blocked(&gw, body, false).await
 }
 
 /// `POST /key/{key}/regenerate`: a new key with the old one's settings (and spend); with
@@ -318,18 +315,17 @@ pub async fn regenerate(
     Admin(_): Admin,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, GatewayError> {
-    regenerate_key(&gw, &path, object(&body)?).await
+    regenerate_key(&gw, &path, body).await
 }
 
 /// `POST /key/regenerate {"key": …}`: the same, the key named in the body.
 pub async fn regenerate_named(
     Admin(_): Admin,
     gw: web::Data<Gateway>,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
     let named = required(&body, "key")?;
     regenerate_key(&gw, &named, body).await
 }
@@ -380,9 +376,8 @@ pub async fn reset_spend(
     Admin(_): Admin,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
     let reset_to = field::<f64>(&body, "reset_to")?.ok_or_else(|| GatewayError::InvalidParam {
         message: "Missing required parameter: `reset_to`".into(),
         param: "reset_to".into(),

@@ -57,6 +57,28 @@ impl FromRequest for Admin {
     }
 }
 
+/// A management request's body: a JSON object (empty = `{}`), at most [`BODY_LIMIT`] bytes,
+/// arriving within the server's body timeout; anything else is the OpenAI error body.
+pub struct Body(pub Map<String, Value>);
+
+/// Management bodies are small; a larger one is a mistake or an attack.
+const BODY_LIMIT: usize = 1 << 20;
+
+impl FromRequest for Body {
+    type Error = GatewayError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, GatewayError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let timeout = gateway(req).map(|g| g.body_timeout).unwrap_or(std::time::Duration::from_secs(60));
+        let payload = web::Payload::from_request(req, payload).into_inner();
+        Box::pin(async move {
+            let payload = payload.map_err(|e| bad(format!("Could not read the request body: {e}")))?;
+            let bytes = super::read_body(payload, BODY_LIMIT, timeout).await?;
+            object(&bytes).map(Body)
+        })
+    }
+}
+
 impl FromRequest for Authed {
     type Error = GatewayError;
     type Future = Ready<Result<Self, GatewayError>>;

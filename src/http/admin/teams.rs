@@ -6,9 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::keys::key_json;
-use super::{
-    bad, field, merged, not_found, object, required, spend, typed, validate_limits, with, Admin, LIMIT_FIELDS,
-};
+use super::{bad, field, merged, not_found, required, spend, typed, validate_limits, with, Admin, Body, LIMIT_FIELDS};
 use crate::auth::entity::{Entity, EntityId, Limits, Member, SpendStart, TeamRecord};
 use crate::budget::ledger::Account;
 use crate::error::GatewayError;
@@ -68,8 +66,7 @@ async fn save(gw: &Gateway, mut team: TeamRecord) -> Result<TeamRecord, GatewayE
     Ok(team)
 }
 
-pub async fn new(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
+pub async fn new(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
     let team_id = field::<String>(&body, "team_id")?.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if gw.auth.table.team(&team_id).is_some() {
         return Err(bad(format!("Team id = {team_id} already exists. Please use a different team id.")));
@@ -96,8 +93,7 @@ pub async fn new(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> R
     Ok(HttpResponse::Ok().json(team_json(&gw, &team)))
 }
 
-pub async fn update(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
+pub async fn update(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
     let team = find(&gw, &required(&body, "team_id")?)?;
     let team = save(&gw, merged(&team, &body, &fields())?).await?;
     Ok(HttpResponse::Ok().json(json!({"team_id": team.team_id, "data": team_json(&gw, &team)})))
@@ -109,8 +105,8 @@ pub struct DeleteBody {
 }
 
 /// Deletes teams and their keys.
-pub async fn delete(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body: DeleteBody = typed(Value::Object(object(&body)?))?;
+pub async fn delete(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
+    let body: DeleteBody = typed(Value::Object(body))?;
     for id in &body.team_ids {
         find(&gw, id)?;
     }
@@ -207,9 +203,8 @@ fn member_index(team: &TeamRecord, body: &Map<String, Value>) -> Result<usize, G
 pub async fn member_add(
     Admin(_): Admin,
     gw: web::Data<Gateway>,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
     let mut team = find(&gw, &required(&body, "team_id")?)?;
     let members: Vec<Member> = match body.get("member") {
         Some(Value::Array(list)) => typed(Value::Array(list.clone()))?,
@@ -231,9 +226,8 @@ pub async fn member_add(
 pub async fn member_update(
     Admin(_): Admin,
     gw: web::Data<Gateway>,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
     let mut team = find(&gw, &required(&body, "team_id")?)?;
     let i = member_index(&team, &body)?;
     let member = merged(&team.members_with_roles[i], &body, &["role", "max_budget_in_team", "tpm_limit", "rpm_limit"])?;
@@ -248,9 +242,8 @@ pub async fn member_update(
 pub async fn member_delete(
     Admin(_): Admin,
     gw: web::Data<Gateway>,
-    body: web::Bytes,
+    Body(body): Body,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
     let mut team = find(&gw, &required(&body, "team_id")?)?;
     let i = member_index(&team, &body)?;
     team.members_with_roles.remove(i);
@@ -258,18 +251,17 @@ pub async fn member_delete(
     Ok(HttpResponse::Ok().json(team_json(&gw, &team)))
 }
 
-async fn set_blocked(gw: &Gateway, body: &[u8], blocked: bool) -> Result<HttpResponse, GatewayError> {
-    let body = object(body)?;
+async fn set_blocked(gw: &Gateway, body: Map<String, Value>, blocked: bool) -> Result<HttpResponse, GatewayError> {
     let mut team = find(gw, &required(&body, "team_id")?)?;
     team.blocked = blocked;
     let team = save(gw, team).await?;
     Ok(HttpResponse::Ok().json(team_json(gw, &team)))
 }
 
-pub async fn block(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    set_blocked(&gw, &body, true).await
+pub async fn block(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
+    set_blocked(&gw, body, true).await
 }
 
-pub async fn unblock(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    set_blocked(&gw, &body, false).await
+pub async fn unblock(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
+    set_blocked(&gw, body, false).await
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::keys::{created_json, key_json, new_record};
 use super::teams::team_json;
 use super::{
-    bad, field, merged, not_found, object, page, required, spend, typed, validate_limits, with, Admin, Authed,
+    bad, field, merged, not_found, page, required, spend, typed, validate_limits, with, Admin, Authed, Body,
     LIMIT_FIELDS,
 };
 use crate::auth::entity::{Entity, EntityId, Limits, SpendStart, UserRecord};
@@ -50,8 +50,7 @@ async fn save(gw: &Gateway, mut user: UserRecord) -> Result<UserRecord, GatewayE
     Ok(user)
 }
 
-pub async fn new(Admin(caller): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
+pub async fn new(Admin(caller): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
     let user_id = field::<String>(&body, "user_id")?.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if gw.auth.table.user(&user_id).is_some() {
         return Err(bad(format!("User with id={user_id} already exists")));
@@ -101,8 +100,7 @@ pub async fn new(Admin(caller): Admin, gw: web::Data<Gateway>, body: web::Bytes)
     Ok(HttpResponse::Ok().json(answer))
 }
 
-pub async fn update(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body = object(&body)?;
+pub async fn update(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
     let user = find(&gw, &required(&body, "user_id")?)?;
     let user = save(&gw, merged(&user, &body, &fields())?).await?;
     Ok(HttpResponse::Ok().json(user_json(&gw, &user)))
@@ -114,8 +112,8 @@ pub struct DeleteBody {
 }
 
 /// Deletes users and their keys.
-pub async fn delete(Admin(_): Admin, gw: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, GatewayError> {
-    let body: DeleteBody = typed(Value::Object(object(&body)?))?;
+pub async fn delete(Admin(_): Admin, gw: web::Data<Gateway>, Body(body): Body) -> Result<HttpResponse, GatewayError> {
+    let body: DeleteBody = typed(Value::Object(body))?;
     for id in &body.user_ids {
         find(&gw, id)?;
     }
