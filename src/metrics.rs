@@ -85,6 +85,9 @@ fn latency_buckets() -> Vec<f64> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Identity<'a> {
     pub hashed_api_key: &'a str,
+    pub api_key_alias: &'a str,
+    pub team: &'a str,
+    pub user: &'a str,
 }
 
 /// What one finished request contributes to the request-level metrics.
@@ -317,11 +320,19 @@ impl Metrics {
             }
         }
         let f = &self.families;
-        let tokens = [name, "", id.hashed_api_key, "", "", "", "", model];
+        let tokens = [name, "", id.hashed_api_key, id.api_key_alias, id.team, "", id.user, model];
         let series = std::sync::Arc::new(CallerSeries {
             hashed_api_key: id.hashed_api_key.to_string(),
             model: model.to_string(),
-            requests: f.requests.with_label_values(&[model, "", id.hashed_api_key, "", "", "", ""]),
+            requests: f.requests.with_label_values(&[
+                model,
+                "",
+                id.hashed_api_key,
+                id.api_key_alias,
+                id.team,
+                "",
+                id.user,
+            ]),
             spend: f.spend.with_label_values(&[model, name]),
             input_tokens: f.input_tokens.with_label_values(&tokens),
             output_tokens: f.output_tokens.with_label_values(&tokens),

@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use crate::error::GatewayError;
 use entity::{KeyRecord, TeamRecord, UserRecord, UserRole};
 use key::Presented;
+
 pub use store::KeyStore;
 pub use table::Table;
 
@@ -37,7 +38,7 @@ pub enum Role {
 /// The caller of one request, computed once.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// Hex SHA-256 of the presented key (none on an open gateway without a key).
+    /// Hex SHA-256 of the presented key (none on an open gateway).
     pub key_hash: Option<Arc<str>>,
     pub role: Role,
     /// The virtual key's record (after a regeneration, the key that replaced the presented one).
@@ -74,11 +75,9 @@ impl Auth {
     pub fn identify(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
         let presented = key::presented(headers);
         let Some(master) = &self.master else {
-            let key_hash = match presented {
-                Presented::Key(k) => Some(key::hash(k).into()),
-                _ => None,
-            };
-            return Ok(Caller { key_hash, role: Role::Open, key: None, team: None, user: None, expires: None });
+            // Keys mean nothing on an open gateway: none is recorded (a client could otherwise
+            // grow the metrics' key label without bound).
+            return Ok(Caller { key_hash: None, role: Role::Open, key: None, team: None, user: None, expires: None });
         };
         let key = match presented {
             Presented::None => return Err(unauthorized("No api key passed in.".into())),

@@ -189,7 +189,12 @@ impl Recorder {
         let overhead = total.saturating_sub(f.upstream_time);
         self.metrics.request(&RequestRecord {
             requested_model: trace.group.as_ref().map(|_| trace.requested_model.as_str()),
-            identity: Identity { hashed_api_key: trace.key_hash.as_deref().unwrap_or("") },
+            identity: Identity {
+                hashed_api_key: trace.key_hash.as_deref().unwrap_or(""),
+                api_key_alias: trace.caller.key_alias.as_deref().unwrap_or(""),
+                team: trace.caller.team_id.as_deref().unwrap_or(""),
+                user: trace.caller.user.as_deref().unwrap_or(""),
+            },
             status: f.status,
             error_class: f.error.as_ref().map(|(label, _, _)| *label),
             model: f.group,

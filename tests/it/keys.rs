@@ -86,6 +86,9 @@ async fn a_generated_key_calls_its_models_and_only_its_hash_is_kept() {
     }
     assert!(found_hash, "the key log holds the key's hash");
     assert!(!gw.metrics().await.contains(&key));
+    // LiteLLM's per-key series carry the key's hash and alias.
+    gw.metrics_with(&["litellm_requests_metric_total", &format!("hashed_api_key=\"{hash}\""), "api_key_alias=\"app\""])
+        .await;
     gw.stop().await;
 }
 
