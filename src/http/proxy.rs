@@ -374,7 +374,15 @@ impl StreamEnd {
 fn failure(gw: &Gateway, trace: &Trace, failed: Failed) -> HttpResponse {
     let Failed { error, retries, fallbacks, attempts, last_deployment, upstream_time } = failed;
     let status = error.status_code().as_u16();
-    tracing::warn!(call_id = %trace.call_id, model = %trace.requested_model, status, error = %error, "request failed");
+    tracing::warn!(
+        call_id = %trace.call_id,
+        model = %trace.requested_model,
+        key_alias = ?trace.caller.key_alias,
+        team = ?trace.caller.team_id,
+        status,
+        error = %error,
+        "request failed"
+    );
     let mut finished = Finished::failed(status, error.metric_label(), error.error_type(), error.to_string());
     finished.group = trace.group.as_deref();
     finished.deployment = last_deployment.as_ref();
@@ -399,9 +407,17 @@ fn failure(gw: &Gateway, trace: &Trace, failed: Failed) -> HttpResponse {
     resp
 }
 
-/// A request turned away before routing (auth, validation, unknown model).
+/// A request turned away before routing (auth, validation, unknown model, budgets, limits).
 fn rejected(recorder: &Recorder, trace: &Trace, err: &GatewayError) -> HttpResponse {
     let status = err.status_code().as_u16();
+    tracing::debug!(
+        call_id = %trace.call_id,
+        key_alias = ?trace.caller.key_alias,
+        team = ?trace.caller.team_id,
+        status,
+        error = %err,
+        "request refused"
+    );
     recorder.finish(trace, Finished::failed(status, err.metric_label(), err.error_type(), err.to_string()));
     let mut resp = err.error_response();
     resp.headers_mut().insert(HeaderName::from_static("x-litellm-call-id"), header_value(&trace.call_id));
