@@ -37,6 +37,7 @@
 
 pub mod auth;
 pub mod budget;
+pub mod clickhouse;
 pub mod config;
 pub mod cost;
 pub mod deployment;

@@ -1,4 +1,5 @@
-//! The `switchyard` command: `serve` (the default), and `mock-upstream` for local trials.
+//! The `switchyard` command: `serve` (the default), `tail`, `migrate` (ClickHouse), and
+//! `mock-upstream` for local trials.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -31,6 +32,17 @@ enum Command {
     Tail(TailArgs),
     /// Run a mock OpenAI-compatible upstream (for trying the gateway without API keys).
     MockUpstream(MockArgs),
+    /// Create or upgrade the ClickHouse tables (schemas/clickhouse/NNN_*.sql, in order; applied
+    /// ones are skipped, so it is safe to run again).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// The gateway's config.yaml (its `analytics.clickhouse` section, or SWITCHYARD_CLICKHOUSE_URL,
+    /// says where ClickHouse is).
+    #[arg(long, short = 'c', env = "SWITCHYARD_CONFIG")]
+    config: PathBuf,
 }
 
 #[derive(Args)]
@@ -95,6 +107,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Tail(args)) => tail(args),
         Some(Command::MockUpstream(args)) => mock_upstream(args),
+        Some(Command::Migrate(args)) => migrate(args),
         None => serve(cli.serve),
     };
     match result {
@@ -133,6 +146,24 @@ fn tail(args: TailArgs) -> Result<(), String> {
     let config = Config::load(&args.config).map_err(|e| format!("invalid config {}: {e}", args.config.display()))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(switchyard::events::tail::tail(&config.event_log, args.follow, args.kind.as_deref()))
+}
+
+fn migrate(args: MigrateArgs) -> Result<(), String> {
+    let config = Config::load(&args.config).map_err(|e| format!("invalid config {}: {e}", args.config.display()))?;
+    let clickhouse = config
+        .clickhouse
+        .ok_or("no ClickHouse configured: set analytics.clickhouse.url (or SWITCHYARD_CLICKHOUSE_URL)")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let applied = runtime.block_on(switchyard::clickhouse::migrate::migrate(&clickhouse)).map_err(|e| e.to_string())?;
+    match applied.len() {
+        0 => println!("{}: up to date", clickhouse.database),
+        _ => {
+            for m in applied {
+                println!("{}: applied {:03}_{}", clickhouse.database, m.version, m.name);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn mock_upstream(args: MockArgs) -> Result<(), String> {

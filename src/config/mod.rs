@@ -9,6 +9,7 @@
 //! router keys LiteLLM also accepts in `litellm_settings`), `general` (`general_settings`) and
 //! `event_log` (Switchyard's own section); `env` resolves `os.environ/NAME` references.
 
+mod analytics;
 mod deployment;
 mod env;
 mod event_log;
@@ -27,6 +28,7 @@ use serde_yaml_ng::Value;
 use env::MissingVar;
 use raw::{Extra, RawConfig};
 
+pub use analytics::ClickHouseConfig;
 pub use deployment::{CustomPricing, DeploymentConfig, Mode};
 pub use event_log::{EventLogConfig, FsyncPolicy, KafkaConfig};
 pub use general::GeneralSettings;
@@ -92,6 +94,8 @@ pub struct Config {
     /// A user-supplied price map replacing the bundled one.
     pub model_cost_map_path: Option<String>,
     pub event_log: EventLogConfig,
+    /// `analytics.clickhouse`: where spend and analytics go (in-memory rollups when unset).
+    pub clickhouse: Option<ClickHouseConfig>,
     /// `litellm_settings.timezone`: where budget windows start (UTC when unset).
     pub timezone: jiff::tz::TimeZone,
     /// One line per LiteLLM key, provider or deployment that was accepted but is not served.
@@ -252,6 +256,7 @@ impl Validator<'_> {
         let router = self.router_settings(raw.litellm_settings, raw.router_settings, &groups);
         let general = self.general(raw.general_settings);
         let event_log = self.event_log(raw.event_log.unwrap_or_default());
+        let clickhouse = self.analytics(raw.analytics);
         self.unset_variables(elsewhere);
         if !self.problems.is_empty() {
             return Err(ConfigError::Invalid(self.problems));
@@ -265,6 +270,7 @@ impl Validator<'_> {
                 .and_then(|p| p.model_cost_map_path)
                 .map(|p| self.file_path(&p).to_string_lossy().into_owned()),
             event_log,
+            clickhouse,
             timezone,
             warnings: self.warnings,
         })

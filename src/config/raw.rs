@@ -37,6 +37,7 @@ pub struct RawConfig {
     pub pricing: Option<PricingSection>,
     /// Switchyard's own section: where events go.
     pub event_log: Option<EventLogSection>,
+    pub analytics: Option<AnalyticsSection>,
     /// Top-level keys that are not a section Switchyard reads.
     pub extra: Extra,
 }
@@ -77,6 +78,7 @@ pub fn read(doc: Value, problems: &mut Vec<Problem>) -> RawConfig {
             "environment_variables" => {}
             "pricing" => raw.pricing = Some(section(value, &name, problems)),
             "event_log" => raw.event_log = Some(section(value, &name, problems)),
+            "analytics" => raw.analytics = Some(section(value, &name, problems)),
             _ => {
                 raw.extra.insert(name, value);
             }
@@ -412,6 +414,24 @@ pub struct PricingSection {
     /// A price map in LiteLLM's `model_prices_and_context_window.json` format, replacing the
     /// bundled one.
     pub model_cost_map_path: Option<String>,
+}
+
+/// `analytics:` — Switchyard's own section, so unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsSection {
+    pub clickhouse: Option<ClickHouseSection>,
+}
+
+/// `analytics.clickhouse`: where the consumers write and the spend endpoints read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseSection {
+    /// `http://host:8123`.
+    pub url: Option<String>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 /// `event_log:` — Switchyard's own section, so unknown keys are errors.
