@@ -277,6 +277,12 @@ pub struct ResponseEvent {
     pub model_group: Option<String>,
     #[serde(flatten)]
     pub caller: CallerFields,
+    /// The request's `metadata.tags`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The request's `metadata`.
+    #[serde(default)]
+    pub metadata: Option<Value>,
     pub deployment_id: Option<String>,
     pub provider: Option<String>,
     pub upstream_model: Option<String>,
@@ -467,6 +473,8 @@ mod tests {
                 team_id: Some("t".into()),
                 ..CallerFields::default()
             },
+            tags: vec!["batch".into()],
+            metadata: Some(json!({"tags": ["batch"]})),
             deployment_id: None,
             provider: None,
             upstream_model: None,

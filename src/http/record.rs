@@ -40,6 +40,10 @@ pub struct Trace {
     pub caller: CallerFields,
     /// USD reserved on the caller's budgets at admission.
     pub reserved_cost: f64,
+    /// The request's `metadata.tags` and `metadata`, repeated on the response event (spend is
+    /// per tag, and spend logs keep the metadata).
+    pub tags: Vec<String>,
+    pub metadata: Option<Value>,
     pub stream: bool,
     /// Set once the request event is out: from then on every ending publishes a response event.
     pub announced: bool,
@@ -57,6 +61,8 @@ impl Trace {
             key_hash: None,
             caller: CallerFields::default(),
             reserved_cost: 0.0,
+            tags: Vec::new(),
+            metadata: None,
             stream: false,
             announced: false,
         }
@@ -178,6 +184,8 @@ impl Recorder {
             messages,
             reserved_cost: trace.reserved_cost,
         };
+        trace.tags = event.tags.clone();
+        trace.metadata = event.metadata.clone();
         self.events.publish(Event::Request(Box::new(event)));
         trace.announced = true;
     }
@@ -218,6 +226,8 @@ impl Recorder {
             requested_model: trace.requested_model.clone(),
             model_group: f.group.map(str::to_string),
             caller: trace.caller.clone(),
+            tags: trace.tags.clone(),
+            metadata: trace.metadata.clone(),
             deployment_id: d.map(|d| d.id.clone()),
             provider: d.map(|d| d.provider.name.to_string()),
             upstream_model: d.map(|d| d.upstream_model.clone()),

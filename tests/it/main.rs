@@ -2,6 +2,7 @@
 //! wire format with fault injection), asserting what a client sees.
 
 mod cli;
+mod clickhouse;
 mod cluster;
 mod endpoints;
 mod events;

@@ -1,0 +1,159 @@
+//! ClickHouse (Debian's 18.16, started by scripts/clickhouse.sh): migrations apply once and
+//! again without change, and the consumer's rows go in and sum exactly, duplicates included.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use switchyard::clickhouse::rows::{BlockRollup, SpendLogRow};
+use switchyard::config::ClickHouseConfig;
+
+/// A throwaway ClickHouse server on a loopback port, stopped on drop.
+pub struct ClickHouse {
+    pub url: String,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl ClickHouse {
+    /// `None` only when the server is missing and `SWITCHYARD_SKIP_CLICKHOUSE_TESTS=1`.
+    pub fn start() -> Option<Self> {
+        let installed = ["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"]
+            .iter()
+            .any(|p| std::path::Path::new(p).exists());
+        if !installed && std::env::var("SWITCHYARD_SKIP_CLICKHOUSE_TESTS").as_deref() == Ok("1") {
+            eprintln!("clickhouse-server not found and SWITCHYARD_SKIP_CLICKHOUSE_TESTS=1: skipping a ClickHouse test");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let tcp_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Under /tmp: every parent directory must be readable by the clickhouse user.
+        let dir = PathBuf::from(format!("/tmp/switchyard-clickhouse-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh");
+        let child = Command::new("bash")
+            .args([script, dir.to_str().unwrap(), &port.to_string(), &tcp_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let server = Self { url, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ureq_ok(&server.url).is_none() {
+            assert!(Instant::now() < deadline, "ClickHouse did not start (see {}/log)", server.dir.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(server)
+    }
+
+    /// A config for a database of its own.
+    pub fn config(&self) -> ClickHouseConfig {
+        ClickHouseConfig {
+            url: self.url.clone(),
+            database: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            user: "default".into(),
+            password: None,
+        }
+    }
+}
+
+/// `SELECT 1` over plain HTTP (std only), `Some` once the server answers.
+fn ureq_ok(url: &str) -> Option<()> {
+    use std::io::{Read, Write};
+    let addr = url.strip_prefix("http://")?;
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.write_all(format!("GET /?query=SELECT%201 HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.starts_with("HTTP/1.0 200").then_some(())
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        // The script execs the server, so the child is the server (or runuser in front of it).
+        let _ = Command::new("pkill").args(["-TERM", "-f", self.dir.to_str().unwrap_or("")]).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct Sums {
+    rows: u64,
+    spend: i64,
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_rows_sum_exactly_with_duplicates() {
+    let Some(server) = ClickHouse::start() else { return };
+    let config = server.config();
+    let applied = switchyard::clickhouse::migrate::migrate(&config).await.unwrap();
+    assert_eq!(applied.len(), switchyard::clickhouse::migrate::MIGRATIONS.len());
+    assert!(
+        switchyard::clickhouse::migrate::migrate(&config).await.unwrap().is_empty(),
+        "a second run changes nothing"
+    );
+
+    let client = switchyard::clickhouse::client(&config);
+    let events: Vec<_> = (0..100).map(|i| crate::clickhouse::response(&format!("r{i}"), 0.001_234_567)).collect();
+    let rows: Vec<SpendLogRow> = events.iter().map(SpendLogRow::of).collect();
+    // Every row twice, in two inserts: a consumer killed after its insert, then replaying.
+    for _ in 0..2 {
+        let mut insert = client.insert::<SpendLogRow>("spend_logs").await.unwrap();
+        for row in &rows {
+            insert.write(row).await.unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+    let sums: Sums = client
+        .query("SELECT count() AS rows, sum(spend_nanos) AS spend FROM spend_logs FINAL")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!((sums.rows, sums.spend), (100, 100 * 1_234_567));
+
+    // A block written partially, then whole: the whole one wins, nothing counts twice.
+    let mut block = BlockRollup::new(0, 0);
+    for (offset, row) in rows.iter().enumerate() {
+        block.add(row, offset as i64);
+        if offset == 49 || offset == 99 {
+            let mut insert = client.insert::<switchyard::clickhouse::rows::DailySpendRow>("daily_spend").await.unwrap();
+            for r in block.rows() {
+                insert.write(&r).await.unwrap();
+            }
+            insert.end().await.unwrap();
+        }
+    }
+    let sums: Sums = client
+        .query(
+            "SELECT sum(requests) AS rows, sum(spend_nanos) AS spend FROM daily_spend FINAL WHERE entity_kind = 'key'",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!((sums.rows, sums.spend), (100, 100 * 1_234_567));
+}
+
+/// A response event of 0.01 s, for key `h1` in team `t1`.
+pub fn response(id: &str, cost: f64) -> switchyard::events::ResponseEvent {
+    let json = format!(
+        r#"{{"schema_version": 1, "event_id": "{}", "type": "response", "request_id": "{id}", "gateway_id": "gw",
+        "timestamp": "2026-11-28T10:00:01.000Z", "call_type": "acompletion", "requested_model": "m", "model_group": "m",
+        "api_key_hash": "h1", "key_alias": null, "user": null, "team_id": "t1", "end_user": null, "tags": [],
+        "metadata": null, "deployment_id": "d", "provider": "openai", "upstream_model": "m", "api_base": "http://x",
+        "status": "success", "http_status": 200, "error_type": null, "error_message": null, "attempts": 1,
+        "retries": 0, "fallbacks": 0, "stream": false, "completed": true, "start_time": "2026-11-28T10:00:00.990Z",
+        "end_time": "2026-11-28T10:00:01.000Z", "first_token_time": null, "duration_ms": 10.0, "overhead_ms": 0.5,
+        "prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0, "reasoning_tokens": 0, "cost": {cost}, "tokens_estimated": false,
+        "cache_hit": false, "finish_reason": "stop", "response": null}}"#,
+        uuid::Uuid::new_v4()
+    );
+    match switchyard::events::Event::from_json(json.as_bytes()).unwrap() {
+        switchyard::events::Event::Response(e) => *e,
+        other => panic!("not a response: {other:?}"),
+    }
+}
