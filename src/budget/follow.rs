@@ -17,11 +17,13 @@ use std::time::Duration;
 use dashmap::DashMap;
 use jiff::Timestamp;
 
-use super::{ledger, Budgets, Charges, Identity};
+use super::ledger::{self, Account, Ledger};
+use super::snapshot::{self, Snapshot};
+use super::{Budgets, Charges, Identity};
 use crate::auth::{KeyStore, Table};
-use crate::events::topics::{Start, Topics};
+use crate::events::topics::{Follower, TopicError, Topics};
 use crate::events::types::CallerFields;
-use crate::events::Event;
+use crate::events::{Envelope, Event, ResponseEvent};
 use crate::limits::{limits_of, Limiter};
 
 /// The topic, by its short name (`<prefix>.events`).
@@ -59,6 +61,38 @@ fn identity<'a>(caller: &'a CallerFields, model_group: Option<&'a str>) -> Ident
     }
 }
 
+/// When an event happened: its envelope's time (`now` if that is out of range).
+pub fn event_time(envelope: &Envelope, now: Timestamp) -> Timestamp {
+    Timestamp::try_from(envelope.timestamp.system_time()).unwrap_or(now)
+}
+
+/// The spend fold, shared by every gateway's follower and the budgets consumer: counts a
+/// response event's cost, made at `at`, on every account of its caller the key table knows
+/// ([`Charges::of`]) and `counts` admits. Returns the accounts charged; `None` for a call
+/// without a virtual key (nothing to charge). A zero cost charges nothing.
+pub fn fold(
+    table: &Table,
+    ledger: &Ledger,
+    event: &ResponseEvent,
+    at: Timestamp,
+    counts: impl Fn(&Account) -> bool,
+) -> Option<Vec<Account>> {
+    let who = identity(&event.caller, event.model_group.as_deref());
+    who.key_hash?;
+    let cost = ledger::nanos(event.cost);
+    let mut charged = Vec::new();
+    if cost == 0 {
+        return Some(charged);
+    }
+    for c in Charges::of(table, &who).0 {
+        if counts(&c.account) {
+            ledger.add(&c.account, &c.policy, at, cost);
+            charged.push(c.account);
+        }
+    }
+    Some(charged)
+}
+
 impl Counter {
     pub fn new(table: Arc<Table>, budgets: Arc<Budgets>, limiter: Arc<Limiter>, gateway_id: String) -> Self {
         Self {
@@ -71,10 +105,11 @@ impl Counter {
         }
     }
 
-    /// Counts one event read from the log.
-    pub fn count(&self, event: &Event, now: Timestamp) {
+    /// Counts one event read from the log. `counts` says which of the caller's accounts the
+    /// event's cost still counts on (false for an account whose snapshot already includes it).
+    pub fn count(&self, event: &Event, now: Timestamp, counts: impl Fn(&Account) -> bool) {
         let envelope = event.envelope();
-        let at = Timestamp::try_from(envelope.timestamp.system_time()).unwrap_or(now);
+        let at = event_time(envelope, now);
         if envelope.gateway_id == self.gateway_id && at >= self.started {
             return;
         }
@@ -105,12 +140,14 @@ impl Counter {
                         self.budgets.ledger.release(&c.account, amount);
                     }
                 }
-                let who = identity(&e.caller, e.model_group.as_deref());
-                if who.key_hash.is_none() {
-                    return;
+                if fold(&self.table, &self.budgets.ledger, e, at, counts).is_some() {
+                    let who = identity(&e.caller, e.model_group.as_deref());
+                    self.limiter.count_tokens(
+                        &limits_of(&self.table, &who),
+                        e.tokens.completion_tokens,
+                        at.as_second(),
+                    );
                 }
-                self.budgets.charge(&Charges::of(&self.table, &who), at, ledger::nanos(e.cost));
-                self.limiter.count_tokens(&limits_of(&self.table, &who), e.tokens.completion_tokens, at.as_second());
             }
             Event::Deployment(_) => {}
         }
@@ -132,15 +169,27 @@ impl Counter {
 }
 
 /// Starts following `<prefix>.events` on the current runtime, once `keys` has loaded the key
-/// table (an event is charged to the accounts the table names).
-pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Result<Arc<Following>, String> {
-    let topic = topics.name(SHORT);
-    let mut follower = topics.follow(SHORT, Start::Beginning).map_err(|e| format!("cannot read {topic}: {e}"))?;
+/// table (an event is charged to the accounts the table names): first the spend snapshot
+/// ([`snapshot::load`]) into the ledger, then the events after it. `caught_up` turns true once
+/// the events that existed at start are counted.
+pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Arc<Following> {
     let following = counter.following.clone();
+    let topics = topics.clone();
     tokio::spawn(async move {
         while !keys.ready() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let topic = topics.name(SHORT);
+        let (snapshot, mut follower) = loop {
+            match resume(&topics, &counter.budgets.ledger).await {
+                Ok(started) => break started,
+                Err(e) => {
+                    tracing::warn!(topic = %topics.name(snapshot::SHORT), error = %e, "reading the spend snapshot failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let mut skip = Some(snapshot.resume);
         let mut last_expiry = Timestamp::now();
         loop {
             match follower.next_batch(4096, Duration::from_millis(200)).await {
@@ -149,11 +198,15 @@ pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Result<A
                     for record in records {
                         let Some(value) = record.value else { continue };
                         match Event::from_json(&value) {
-                            Ok(event) => counter.count(&event, now),
+                            Ok(event) => counter.count(&event, now, |account| {
+                                skip.as_ref().is_none_or(|s| s.counts(account, record.partition, record.offset))
+                            }),
                             Err(e) => tracing::debug!(error = %e, "an event the budget follower cannot read; skipped"),
                         }
                     }
                     if !counter.following.caught_up.load(Ordering::Relaxed) && follower.caught_up() {
+                        // Every snapshot position is behind the end the follower had at start.
+                        skip = None;
                         tracing::info!(topic = %topic, accounts = counter.budgets.ledger.len(), "spend history counted");
                         counter.following.caught_up.store(true, Ordering::Release);
                     }
@@ -169,5 +222,18 @@ pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Result<A
             }
         }
     });
-    Ok(following)
+    following
+}
+
+/// The snapshot seeded into `ledger`, and a follower of the events after it.
+async fn resume(topics: &Topics, ledger: &Ledger) -> Result<(Snapshot, Follower), TopicError> {
+    let snapshot = snapshot::load(topics, ledger).await?;
+    tracing::info!(
+        topic = %topics.name(snapshot::SHORT),
+        accounts = snapshot.resume.len(),
+        from = ?snapshot.start,
+        "spend snapshot loaded"
+    );
+    let follower = topics.follow(SHORT, snapshot.follow_from())?;
+    Ok((snapshot, follower))
 }

@@ -7,9 +7,12 @@
 //! settles with its real cost when it ends. Other instances learn of the reservation from the
 //! call's request event and of the cost from its response event (`crate::budget::follow`),
 //! so every instance counts every instance's calls, each after the log's propagation delay.
+//! At start, an instance seeds its spend from the budgets consumer's snapshots on
+//! `<prefix>.spend` and counts only the events after them (`crate::budget::snapshot`).
 
 pub mod follow;
 pub mod ledger;
+pub mod snapshot;
 pub mod window;
 
 use std::sync::Arc;
@@ -244,12 +247,12 @@ pub fn worst_case(input_tokens: u64, max_output: Option<u64>, price: Option<&cra
 pub const DEFAULT_MAX_OUTPUT: u64 = 4096;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::auth::entity::{Entity, EntityId, KeyRecord, TeamRecord};
     use jiff::tz::TimeZone;
 
-    fn key(token: &str, max_budget: Option<f64>, team: Option<&str>) -> Entity {
+    pub(crate) fn key(token: &str, max_budget: Option<f64>, team: Option<&str>) -> Entity {
         let now = Timestamp::UNIX_EPOCH;
         Entity::Key(KeyRecord {
             token: token.into(),
@@ -278,7 +281,7 @@ mod tests {
         })
     }
 
-    fn team(id: &str, max_budget: f64) -> Entity {
+    pub(crate) fn team(id: &str, max_budget: f64) -> Entity {
         let now = Timestamp::UNIX_EPOCH;
         Entity::Team(TeamRecord {
             team_id: id.into(),

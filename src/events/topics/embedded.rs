@@ -142,6 +142,12 @@ impl Embedded {
         .await
     }
 
+    /// The group's committed position on the topic `name` (empty if it never committed).
+    pub(super) fn committed(&self, name: &str, group: &str) -> Result<Vec<(i32, i64)>, TopicError> {
+        let path = self.store.root.join(name).join(format!("{group}.offsets"));
+        Ok(read_group(&path)?.map(|offset| (0, offset)).into_iter().collect())
+    }
+
     /// A follower of a keyed topic (`view: None`) or of a view of the event log.
     pub(super) fn follow(
         &self,

@@ -206,6 +206,19 @@ impl Topics {
         };
         Ok(Follower { inner })
     }
+
+    /// Where the named consumer last committed on the topic `short`, per partition (what
+    /// [`Start::Group`] would start from); partitions it never committed are left out, so an
+    /// empty answer means "from the beginning". Reads only: it does not join the group or
+    /// disturb its follower.
+    pub async fn committed(&self, short: &str, group: &str) -> Result<Vec<(i32, i64)>, TopicError> {
+        check_short(short)?;
+        check_group(group)?;
+        match &self.backend {
+            Backend::Embedded(e) => e.committed(&self.name(short), group),
+            Backend::Kafka(k) => k.committed(&self.name(short), group).await,
+        }
+    }
 }
 
 /// Reads a topic in order, from its [`Start`], then follows what is appended.
