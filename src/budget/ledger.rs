@@ -165,6 +165,16 @@ impl Ledger {
         }
     }
 
+    /// Takes back a cost counted at `at`, if its window is still the account's (never below 0).
+    pub fn take_back(&self, account: &Account, policy: &Policy, at: Timestamp, cost: i64) {
+        let start = self.window_start(policy, at);
+        if let Some(mut tally) = self.tallies.get_mut(account) {
+            if tally.window_start == start {
+                tally.spent = tally.spent.saturating_sub(cost).max(0);
+            }
+        }
+    }
+
     /// The account's spend in the window containing `now`, base included.
     pub fn spent(&self, account: &Account, policy: &Policy, now: Timestamp) -> i64 {
         let start = self.window_start(policy, now);
