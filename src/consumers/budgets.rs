@@ -10,8 +10,9 @@
 //! ([`GROUP`]). Each response event goes through the same fold as a gateway's follower
 //! ([`crate::budget::follow::fold`]), into its own ledger. About every [`FLUSH_EVERY`], it
 //! appends a record for each account charged since its last record (the account's tally and
-//! the follower's position: the next offset per partition), waits until every one is durable,
-//! and only then commits its position as the group's.
+//! the follower's position: the next offset per partition; on the embedded log up to
+//! 4096 records per write and fsync), waits until every one is durable, and only then commits
+//! its position as the group's.
 //!
 //! # Exactly once in effect
 //!
@@ -37,7 +38,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use tokio::sync::watch;
@@ -46,13 +46,13 @@ use crate::auth::{KeyStore, Table};
 use crate::budget::follow::{event_time, fold};
 use crate::budget::ledger::{Account, Ledger};
 use crate::budget::snapshot::{self, Resume, SpendRecord, GROUP};
-use crate::events::topics::{Follower, Record, Start, TopicError, Topics};
+use crate::events::topics::{Append, Follower, Record, Start, TopicError, Topics};
 use crate::events::Event;
 
 /// How often the accounts charged since are published.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Appends in flight at once while publishing a round.
-const APPENDS_IN_FLIGHT: usize = 64;
+/// Records appended at once (embedded: one write and one fsync).
+const APPEND_CHUNK: usize = 4096;
 
 /// The fold without the topics: what the consumer counted, and which accounts' records are
 /// due. Testable alone.
@@ -232,27 +232,17 @@ impl Publisher {
         }
         let records = fold.records(&positions, Timestamp::now());
         let total = records.len();
-        let topics = &self.topics;
-        let results: Vec<Result<Account, TopicError>> = futures_util::stream::iter(records)
-            .map(|(account, key, value)| async move {
-                topics.append(snapshot::SHORT, &key, Some(&value)).await.map(|()| account)
-            })
-            .buffer_unordered(APPENDS_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut written = Vec::with_capacity(total);
-        let mut failure = None;
-        for result in results {
-            match result {
-                Ok(account) => written.push(account),
-                Err(e) => failure = Some(e),
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let (accounts, chunk): (Vec<Account>, Vec<Append>) =
+                records.by_ref().take(APPEND_CHUNK).map(|(account, key, value)| (account, (key, Some(value)))).unzip();
+            if let Err(e) = self.topics.append_all(snapshot::SHORT, chunk).await {
+                // Not committed: the next round writes these again (with later positions), then
+                // commits.
+                tracing::warn!(topic = %self.topics.name(snapshot::SHORT), error = %e, pending = fold.pending(), "cannot publish spend; retrying");
+                return;
             }
-        }
-        fold.written(written);
-        if let Some(e) = failure {
-            // Not committed: the next round writes the rest again, then commits.
-            tracing::warn!(topic = %self.topics.name(snapshot::SHORT), error = %e, pending = fold.pending(), "cannot publish spend; retrying");
-            return;
+            fold.written(accounts);
         }
         match follower.commit().await {
             Ok(()) => {

@@ -38,7 +38,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::{blocking, Record, Start, TopicError};
+use super::{blocking, Append, Record, Start, TopicError};
 use crate::events::KafkaConfig;
 
 /// How long an append waits for the broker's acknowledgement before it fails.
@@ -101,6 +101,13 @@ impl Kafka {
         }
         self.cluster.producer.send(record, Timeout::After(APPEND_TIMEOUT)).await.map_err(|(e, _)| e)?;
         Ok(())
+    }
+
+    /// Sends the records at once (the producer batches them); resolves once every one is
+    /// acknowledged, or at the first failure.
+    pub(super) async fn append_all(&self, name: &str, compacted: bool, records: Vec<Append>) -> Result<(), TopicError> {
+        let sends = records.iter().map(|(key, value)| self.append(name, compacted, key, value.as_deref()));
+        futures_util::future::try_join_all(sends).await.map(|_| ())
     }
 
     pub(super) fn follow(&self, name: &str, compacted: bool, start: Start) -> Result<Follower, TopicError> {

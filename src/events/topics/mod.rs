@@ -47,6 +47,9 @@ pub struct Record {
     pub value: Option<Vec<u8>>,
 }
 
+/// A record to append: its key, and its value (`None`: a tombstone).
+pub type Append = (String, Option<Vec<u8>>);
+
 /// Where a [`Follower`] starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
@@ -180,6 +183,22 @@ impl Topics {
         match &self.backend {
             Backend::Embedded(e) => e.append(&self.name(short), compacted(short), key, value).await,
             Backend::Kafka(k) => k.append(&self.name(short), compacted(short), key, value).await,
+        }
+    }
+
+    /// Appends records to the topic `short`, in order per key; resolves once every one is
+    /// durable (embedded: one write and one fsync for all). On an error some may be durable.
+    pub async fn append_all(&self, short: &str, records: Vec<Append>) -> Result<(), TopicError> {
+        check_short(short)?;
+        if publisher_owned(short) {
+            return Err(TopicError::NotWritable(self.name(short)));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Embedded(e) => e.append_all(&self.name(short), compacted(short), records).await,
+            Backend::Kafka(k) => k.append_all(&self.name(short), compacted(short), records).await,
         }
     }
 
