@@ -214,7 +214,7 @@ pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Arc<Foll
         }
         let topic = topics.name(SHORT);
         let (snapshot, mut follower) = loop {
-            match resume(&topics, &counter.budgets.ledger).await {
+            match resume(&topics).await {
                 Ok(started) => break started,
                 Err(e) => {
                     tracing::warn!(topic = %topics.name(snapshot::SHORT), error = %e, "reading the spend snapshot failed; retrying");
@@ -222,7 +222,7 @@ pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Arc<Foll
                 }
             }
         };
-        let mut skip = Some(snapshot.resume);
+        let mut skip = Some(snapshot.seed.into_ledger(&counter.budgets.ledger));
         let mut last_expiry = Timestamp::now();
         loop {
             match follower.next_batch(4096, Duration::from_millis(200)).await {
@@ -258,12 +258,12 @@ pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Arc<Foll
     following
 }
 
-/// The snapshot seeded into `ledger`, and a follower of the events after it.
-async fn resume(topics: &Topics, ledger: &Ledger) -> Result<(Snapshot, Follower), TopicError> {
-    let snapshot = snapshot::load(topics, ledger).await?;
+/// The snapshot, and a follower of the events after it.
+async fn resume(topics: &Topics) -> Result<(Snapshot, Follower), TopicError> {
+    let snapshot = snapshot::load(topics).await?;
     tracing::info!(
         topic = %topics.name(snapshot::SHORT),
-        accounts = snapshot.resume.len(),
+        accounts = snapshot.seed.len(),
         from = ?snapshot.start,
         "spend snapshot loaded"
     );

@@ -133,6 +133,15 @@ pub struct Seed {
 }
 
 impl Seed {
+    /// Accounts with a record.
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+
     /// Applies one record of the topic (`None`: a tombstone, the account's spend is gone).
     pub fn apply(&mut self, key: &str, value: Option<&[u8]>) {
         let Some(account) = Account::from_topic_key(key) else {
@@ -161,12 +170,13 @@ impl Seed {
     }
 }
 
-/// Where to follow `<prefix>.events` from, and what to skip until caught up.
+/// Where to follow `<prefix>.events` from, and the accounts' records.
 #[derive(Debug)]
 pub struct Snapshot {
     /// The budgets consumer's committed position (empty: from the beginning).
     pub start: Vec<(i32, i64)>,
-    pub resume: Resume,
+    /// The latest record of each account, for [`Seed::into_ledger`] once nothing can fail.
+    pub seed: Seed,
 }
 
 impl Snapshot {
@@ -180,9 +190,8 @@ impl Snapshot {
     }
 }
 
-/// Steps 1 and 2 of the module doc: the committed position, then `<prefix>.spend` read to its
-/// end into `ledger`.
-pub async fn load(topics: &Topics, ledger: &Ledger) -> Result<Snapshot, TopicError> {
+/// Step 1 of the module doc: the committed position, then `<prefix>.spend` read to its end.
+pub async fn load(topics: &Topics) -> Result<Snapshot, TopicError> {
     let start = topics.committed("events", GROUP).await?;
     let mut follower = topics.follow(SHORT, Start::Beginning)?;
     let mut seed = Seed::default();
@@ -194,7 +203,7 @@ pub async fn load(topics: &Topics, ledger: &Ledger) -> Result<Snapshot, TopicErr
             break;
         }
     }
-    Ok(Snapshot { start, resume: seed.into_ledger(ledger) })
+    Ok(Snapshot { start, seed })
 }
 
 #[cfg(test)]

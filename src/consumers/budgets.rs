@@ -209,12 +209,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
 
 /// Seeds the fold from `<prefix>.spend`; the follower of the events after the group's commit.
 async fn start(topics: &Topics, fold: &mut Fold) -> Result<Follower, TopicError> {
-    // A failed attempt may have seeded part of the ledger: start over from an empty one.
-    fold.ledger = Ledger::new(fold.ledger.timezone().clone());
-    let snapshot = snapshot::load(topics, &fold.ledger).await?;
-    tracing::info!(accounts = snapshot.resume.len(), from = ?snapshot.start, "budgets consumer starts from its snapshot");
-    fold.resume_from(snapshot.resume);
-    topics.follow("events", Start::Group(GROUP.into()))
+    let snapshot = snapshot::load(topics).await?;
+    let follower = topics.follow("events", Start::Group(GROUP.into()))?;
+    tracing::info!(accounts = snapshot.seed.len(), from = ?snapshot.start, "budgets consumer starts from its snapshot");
+    let resume = snapshot.seed.into_ledger(&fold.ledger);
+    fold.resume_from(resume);
+    Ok(follower)
 }
 
 /// Writes the due records, then commits.
