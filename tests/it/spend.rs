@@ -209,3 +209,55 @@ fn consume_runs_budgets_only_and_only_with_kafka() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("budgets"));
     let _ = std::fs::remove_file(file);
 }
+
+/// How long a restart takes to be ready with a long event history, replayed (no snapshot of it
+/// yet) and from the snapshot: `cargo test --test it start_time -- --ignored --nocapture`
+/// (`SWITCHYARD_HISTORY_EVENTS`, default 100000 response events).
+#[actix_web::test]
+#[ignore]
+async fn start_time_from_the_snapshot_and_from_the_history() {
+    let n: usize = std::env::var("SWITCHYARD_HISTORY_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let dir = std::env::temp_dir().join(format!("switchyard-spend-{}", uuid::Uuid::new_v4()));
+    let config = format!("{MODELS}\nevent_log: {{path: {}}}\n", dir.display());
+    let gw = start(&config).await;
+    let (key, _) = key(&gw).await;
+    spend(&gw, &key, 1).await;
+    gw.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = switchyard::events::log::read_records(&dir, 0, 100).unwrap();
+    let response = events
+        .iter()
+        .map(|(_, json)| serde_json::from_slice::<Value>(json).unwrap())
+        .find(|e| e["type"] == "response")
+        .unwrap();
+    {
+        let mut log =
+            switchyard::events::log::SegmentLog::open(&dir, 64 << 20, switchyard::events::log::FsyncPolicy::Never)
+                .unwrap();
+        for i in 0..n {
+            let mut event = response.clone();
+            event["event_id"] = json!(uuid::Uuid::new_v4().to_string());
+            event["request_id"] = json!(format!("history-{i}"));
+            log.append(&serde_json::to_vec(&event).unwrap()).unwrap();
+        }
+        log.sync().unwrap();
+    }
+    let expected = 0.011 * (n + 1) as f64;
+
+    let started = Instant::now();
+    let gw = start(&config).await;
+    let replayed = started.elapsed();
+    assert!((spent(&gw, &key).await - expected).abs() < 1e-6);
+    let yaml = config.replace("{mock}", &gw.mock.api_base());
+    let topics = Topics::open(&Config::from_yaml(&yaml, &|_| None).unwrap().event_log).unwrap();
+    wait_for_commit(&topics, 2 + n as i64).await;
+    gw.stop().await;
+
+    let started = Instant::now();
+    let gw = start(&config).await;
+    let from_snapshot = started.elapsed();
+    assert!((spent(&gw, &key).await - expected).abs() < 1e-6);
+    gw.stop().await;
+    eprintln!("{n} response events: ready after {replayed:?} replaying them, {from_snapshot:?} from the snapshot");
+    let _ = std::fs::remove_dir_all(dir);
+}
