@@ -31,6 +31,11 @@
 //! replays: in effect exactly once, on top of the log's at-least-once delivery. (A response
 //! event delivered twice by the publisher is two events here, as it is for the follower
 //! without snapshots.)
+//!
+//! This holds with **one** budgets consumer per log: two would interleave their records and
+//! commits, and an account's latest record could then be older than a commit made by the
+//! other one. The key table is the one at fold time, as on every gateway: an event of a key
+//! the table does not know (yet, or any more) charges nothing.
 
 use std::collections::HashMap;
 use std::time::Duration;
