@@ -10,8 +10,10 @@
 //!   LiteLLM's checks in its order, and the key table (keys, teams, users, end users),
 //!   event-sourced on the compacted topic `<prefix>.keys`.
 //! - [`budget`]: spend per key, team, user, team member and end user per calendar-aligned
-//!   budget window, reservations at admission, and the follower of `<prefix>.events` that
-//!   counts other instances' calls.
+//!   budget window, reservations at admission, the spend snapshots a gateway starts from, and
+//!   the follower of `<prefix>.events` that counts other instances' calls.
+//! - [`consumers`]: consumers of the event log under their own names; `budgets` publishes
+//!   spend per account and window to the compacted `<prefix>.spend`, where gateways start.
 //! - [`limits`]: rpm/tpm/parallel limits per key, user, team, member, end user and model.
 //! - [`http`]: thin actix-web handlers, one file per endpoint family, CORS, and the stream relay.
 //! - [`router`]: the routing table (owned by the `Router` actor, read through `ArcSwap`), pure
@@ -39,6 +41,7 @@ pub mod auth;
 pub mod budget;
 pub mod clickhouse;
 pub mod config;
+pub mod consumers;
 pub mod cost;
 pub mod deployment;
 pub mod error;

@@ -1,5 +1,5 @@
-//! The `switchyard` command: `serve` (the default), `tail`, `migrate` (ClickHouse), and
-//! `mock-upstream` for local trials.
+//! The `switchyard` command: `serve` (the default), `consume <name>` (a consumer of the event
+//! log), `migrate` (ClickHouse tables), `tail`, and `mock-upstream` for local trials.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -15,6 +15,12 @@ use switchyard::server::{self, ServeOptions};
 ///
 /// Point any OpenAI client at http://HOST:PORT (with or without /v1) and use the model names
 /// from your config's model_list.
+///
+/// Budgets across instances: the budgets consumer folds spend into the topic <prefix>.spend,
+/// where every gateway starts from. On the embedded event log (no event_log.kafka) it runs
+/// inside the gateway; with Kafka, run `switchyard consume budgets --config PATH` once per
+/// cluster next to the gateways (without it, each gateway replays the whole event history at
+/// start).
 #[derive(Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -28,6 +34,9 @@ struct Cli {
 enum Command {
     /// Serve the gateway (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// Run a consumer of the event log: `budgets` (spend per account and budget window, published
+    /// to <prefix>.spend). Needs event_log.kafka: on the embedded log the gateway runs it itself.
+    Consume(ConsumeArgs),
     /// Print the event stream (request, response and deployment events), one JSON per line.
     Tail(TailArgs),
     /// Run a mock OpenAI-compatible upstream (for trying the gateway without API keys).
@@ -41,6 +50,16 @@ enum Command {
 struct MigrateArgs {
     /// The gateway's config.yaml (its `analytics.clickhouse` section, or SWITCHYARD_CLICKHOUSE_URL,
     /// says where ClickHouse is).
+    #[arg(long, short = 'c', env = "SWITCHYARD_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct ConsumeArgs {
+    /// Which consumer: budgets (spend, alerts, analytics and all are not implemented yet).
+    #[arg(value_parser = ["spend", "budgets", "alerts", "analytics", "all"])]
+    name: String,
+    /// The gateways' config.yaml (its `event_log.kafka` says where the topics are).
     #[arg(long, short = 'c', env = "SWITCHYARD_CONFIG")]
     config: PathBuf,
 }
@@ -104,18 +123,90 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Serve(args)) => serve(args),
-        Some(Command::Tail(args)) => tail(args),
-        Some(Command::MockUpstream(args)) => mock_upstream(args),
-        Some(Command::Migrate(args)) => migrate(args),
-        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args).map_err(Failed::from),
+        Some(Command::Consume(args)) => consume(args),
+        Some(Command::Tail(args)) => tail(args).map_err(Failed::from),
+        Some(Command::MockUpstream(args)) => mock_upstream(args).map_err(Failed::from),
+        Some(Command::Migrate(args)) => migrate(args).map_err(Failed::from),
+        None => serve(cli.serve).map_err(Failed::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failed { code, message }) => {
             eprintln!("switchyard: {message}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
+    }
+}
+
+/// Why the command failed, and its exit code: 1, or 2 for a command that cannot run as asked.
+struct Failed {
+    code: u8,
+    message: String,
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Self {
+        Self { code: 1, message }
+    }
+}
+
+fn usage(message: String) -> Failed {
+    Failed { code: 2, message }
+}
+
+fn consume(args: ConsumeArgs) -> Result<(), Failed> {
+    if args.name != "budgets" {
+        return Err(usage(format!(
+            "the {} consumer is not implemented yet; this version runs only `switchyard consume budgets`",
+            args.name
+        )));
+    }
+    let config = Config::load(&args.config).map_err(|e| format!("invalid config {}: {e}", args.config.display()))?;
+    if config.event_log.kafka.is_none() {
+        return Err(usage(
+            "`consume budgets` needs event_log.kafka: on the embedded event log the budgets consumer runs inside the gateway (`switchyard --config PATH`)".into(),
+        ));
+    }
+    let topics = switchyard::events::topics::Topics::open(&config.event_log)
+        .map_err(|e| format!("cannot open the topics: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stopping the budgets consumer");
+            stop.send_replace(true);
+        });
+        tracing::info!(topic = %topics.name("spend"), "budgets consumer starting");
+        switchyard::consumers::budgets::run(topics, None, config.timezone.clone(), stopped).await.map_err(Failed::from)
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -12,6 +12,7 @@ use crate::budget::follow::{self, Counter};
 use crate::budget::ledger::Ledger;
 use crate::budget::{AlertLog, Budgets};
 use crate::config::Config;
+use crate::consumers::budgets::InProcess;
 use crate::cost::{PriceMap, PriceMapError};
 use crate::events::topics::Topics;
 use crate::events::{EventLogError, EventMetrics, EventSink};
@@ -84,7 +85,9 @@ impl Running {
 }
 
 /// The key table (following `<prefix>.keys`), budgets and limits, and (with the event log
-/// on) the follower that counts other instances' calls from `<prefix>.events`.
+/// on) the follower that counts other instances' calls from `<prefix>.events`, starting from
+/// the spend snapshots on `<prefix>.spend`, and on the embedded log the budgets consumer that
+/// writes them.
 fn accounts(config: &Config, events: &EventSink, metrics: &Metrics) -> Result<Accounts, StartError> {
     use secrecy::ExposeSecret;
     let topics = Topics::open(&config.event_log).map_err(|e| StartError::Keys(e.to_string()))?;
@@ -97,12 +100,16 @@ fn accounts(config: &Config, events: &EventSink, metrics: &Metrics) -> Result<Ac
         let mut counter =
             Counter::new(table.clone(), budgets.clone(), limiter.clone(), events.gateway_id().to_string());
         counter.delay = Some(follow::delay_histogram(metrics.registry())?);
-        Some(follow::start(&topics, keys.clone(), counter).map_err(StartError::Keys)?)
+        Some(follow::start(&topics, keys.clone(), counter))
     } else {
         None
     };
+    // The embedded log belongs to this process, so its budgets consumer runs here; with Kafka
+    // it is a process of its own (`switchyard consume budgets`).
+    let budgets_consumer = (events.enabled() && config.event_log.kafka.is_none())
+        .then(|| InProcess::spawn(topics.clone(), keys.clone(), config.timezone.clone()));
     let master = config.general.master_key.as_ref().map(|k| MasterKey::new(k.expose_secret()));
-    Ok(Accounts { auth: Auth { master, table }, keys, budgets, limiter, following })
+    Ok(Accounts { auth: Auth { master, table }, keys, budgets, limiter, following, budgets_consumer })
 }
 
 /// Starts the actors and the HTTP server on `listener`. Must run inside an actix system.

@@ -29,17 +29,67 @@ pub enum Account {
 }
 
 impl Account {
-    /// How records name the account (`key:<hash>`, `team_member:<team>:<user>`, …).
-    pub fn name(&self) -> String {
+    /// The account's key on `<prefix>.spend`: `key:<hash>`, `key_model:<hash>:<model>`,
+    /// `team:<id>`, `team_member:<team>:<user>`, `user:<id>`, `end_user:<id>`. In the parts
+    /// after the kind, `%` and `:` are written `%25` and `%3A`, so every account has its own key
+    /// (ids themselves may hold a `:`).
+    pub fn topic_key(&self) -> String {
         match self {
-            Self::Key(h) => format!("key:{h}"),
-            Self::KeyModel(h, m) => format!("key_model:{h}:{m}"),
-            Self::Team(t) => format!("team:{t}"),
-            Self::TeamMember(t, u) => format!("team_member:{t}:{u}"),
-            Self::User(u) => format!("user:{u}"),
-            Self::EndUser(e) => format!("end_user:{e}"),
+            Self::Key(hash) => format!("key:{}", escape(hash)),
+            Self::KeyModel(hash, model) => format!("key_model:{}:{}", escape(hash), escape(model)),
+            Self::Team(id) => format!("team:{}", escape(id)),
+            Self::TeamMember(team, user) => format!("team_member:{}:{}", escape(team), escape(user)),
+            Self::User(id) => format!("user:{}", escape(id)),
+            Self::EndUser(id) => format!("end_user:{}", escape(id)),
         }
     }
+
+    /// The account of a `<prefix>.spend` key; `None` if it names none.
+    pub fn from_topic_key(key: &str) -> Option<Self> {
+        let (kind, rest) = key.split_once(':')?;
+        let one = || (!rest.contains(':')).then(|| unescape(rest)).flatten();
+        let two = || {
+            let (a, b) = rest.split_once(':')?;
+            if b.contains(':') {
+                return None;
+            }
+            Some((unescape(a)?, unescape(b)?))
+        };
+        Some(match kind {
+            "key" => Self::Key(one()?),
+            "key_model" => two().map(|(h, m)| Self::KeyModel(h, m))?,
+            "team" => Self::Team(one()?),
+            "team_member" => two().map(|(t, u)| Self::TeamMember(t, u))?,
+            "user" => Self::User(one()?),
+            "end_user" => Self::EndUser(one()?),
+            _ => return None,
+        })
+    }
+}
+
+fn escape(part: &str) -> std::borrow::Cow<'_, str> {
+    if part.contains(['%', ':']) {
+        part.replace('%', "%25").replace(':', "%3A").into()
+    } else {
+        part.into()
+    }
+}
+
+fn unescape(part: &str) -> Option<String> {
+    let mut out = String::with_capacity(part.len());
+    let mut rest = part;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3)?;
+        out.push(match code {
+            "25" => '%',
+            "3A" | "3a" => ':',
+            _ => return None,
+        });
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// How an account's spend is windowed.
@@ -61,11 +111,14 @@ pub fn usd(nanos: i64) -> f64 {
     nanos as f64 / 1e9
 }
 
-#[derive(Debug)]
-struct Tally {
+/// What the ledger counted for an account: the spend in one window, the base not included.
+/// The budgets consumer publishes it (`crate::budget::snapshot`), a gateway seeds it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
     /// The window `spent` belongs to.
-    window_start: Timestamp,
-    spent: i64,
+    pub window_start: Timestamp,
+    /// Nano-dollars counted in that window.
+    pub spent: i64,
 }
 
 impl Default for Tally {
@@ -112,6 +165,16 @@ impl Ledger {
         }
     }
 
+    /// Takes back a cost counted at `at`, if its window is still the account's (never below 0).
+    pub fn take_back(&self, account: &Account, policy: &Policy, at: Timestamp, cost: i64) {
+        let start = self.window_start(policy, at);
+        if let Some(mut tally) = self.tallies.get_mut(account) {
+            if tally.window_start == start {
+                tally.spent = tally.spent.saturating_sub(cost).max(0);
+            }
+        }
+    }
+
     /// The account's spend in the window containing `now`, base included.
     pub fn spent(&self, account: &Account, policy: &Policy, now: Timestamp) -> i64 {
         let start = self.window_start(policy, now);
@@ -140,6 +203,23 @@ impl Ledger {
         }
         if let Some(r) = self.reserved.get(account) {
             r.fetch_sub(amount, Ordering::Relaxed);
+        }
+    }
+
+    /// What is counted for the account, if anything.
+    pub fn tally(&self, account: &Account) -> Option<Tally> {
+        self.tallies.get(account).map(|t| *t)
+    }
+
+    /// Seeds an account's tally from a snapshot, keeping what was counted meanwhile: the same
+    /// window adds up (what the ledger counted since it started is not in the snapshot, which
+    /// the caller ensures by skipping the events the snapshot includes), a later window wins.
+    pub fn seed(&self, account: &Account, tally: Tally) {
+        let mut current = self.tallies.entry(account.clone()).or_default();
+        if current.window_start < tally.window_start {
+            *current = tally;
+        } else if current.window_start == tally.window_start {
+            current.spent = current.spent.saturating_add(tally.spent);
         }
     }
 
@@ -207,6 +287,43 @@ mod tests {
         ledger.reserve(&team, 5);
         ledger.release(&team, 10);
         assert_eq!(ledger.reserved(&team), 5);
+    }
+
+    #[test]
+    fn seeding_adds_in_the_same_window_and_a_later_window_wins() {
+        let ledger = Ledger::new(TimeZone::UTC);
+        let key = Account::Key("h".into());
+        let daily = policy(Some(Window::Day), "2026-11-01T00:00:00Z", 0.0);
+        ledger.add(&key, &daily, ts("2026-11-28T01:00:00Z"), 7);
+        ledger.seed(&key, Tally { window_start: ts("2026-11-28T00:00:00Z"), spent: 5 });
+        assert_eq!(ledger.spent(&key, &daily, ts("2026-11-28T12:00:00Z")), 12);
+        ledger.seed(&key, Tally { window_start: ts("2026-11-27T00:00:00Z"), spent: 100 });
+        assert_eq!(ledger.tally(&key), Some(Tally { window_start: ts("2026-11-28T00:00:00Z"), spent: 12 }));
+        ledger.seed(&key, Tally { window_start: ts("2026-11-29T00:00:00Z"), spent: 3 });
+        assert_eq!(ledger.spent(&key, &daily, ts("2026-11-29T12:00:00Z")), 3);
+    }
+
+    #[test]
+    fn every_account_has_its_own_topic_key() {
+        let accounts = [
+            Account::Key("ab12".into()),
+            Account::KeyModel("ab12".into(), "bedrock/claude:1".into()),
+            Account::Team("t".into()),
+            Account::TeamMember("a:b".into(), "c".into()),
+            Account::TeamMember("a".into(), "b:c".into()),
+            Account::User("u%3A".into()),
+            Account::EndUser("e".into()),
+        ];
+        let keys: Vec<String> = accounts.iter().map(Account::topic_key).collect();
+        assert_eq!(keys[0], "key:ab12");
+        assert_eq!(keys[3], "team_member:a%3Ab:c");
+        assert_ne!(keys[3], keys[4]);
+        for (account, key) in accounts.iter().zip(&keys) {
+            assert_eq!(Account::from_topic_key(key).as_ref(), Some(account), "{key}");
+        }
+        for bad in ["nope", "key", "team:a:b", "user:%zz", "organization:o"] {
+            assert_eq!(Account::from_topic_key(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -7,9 +7,12 @@
 //! settles with its real cost when it ends. Other instances learn of the reservation from the
 //! call's request event and of the cost from its response event (`crate::budget::follow`),
 //! so every instance counts every instance's calls, each after the log's propagation delay.
+//! At start, an instance seeds its spend from the budgets consumer's snapshots on
+//! `<prefix>.spend` and counts only the events after them (`crate::budget::snapshot`).
 
 pub mod follow;
 pub mod ledger;
+pub mod snapshot;
 pub mod window;
 
 use std::sync::Arc;
@@ -173,15 +176,15 @@ impl AlertLog {
                     "v": 1,
                     "type": "budget_alert",
                     "event": c.event,
-                    "account": c.account.name(),
+                    "account": c.account.topic_key(),
                     "spend": c.spend,
                     "budget": c.budget,
                     "gateway_id": gateway_id,
                     "timestamp": Timestamp::now().to_string(),
                 });
                 let bytes = record.to_string().into_bytes();
-                if let Err(e) = topics.append("alerts", &c.account.name(), Some(&bytes)).await {
-                    tracing::warn!(error = %e, account = %c.account.name(), "could not record a budget alert");
+                if let Err(e) = topics.append("alerts", &c.account.topic_key(), Some(&bytes)).await {
+                    tracing::warn!(error = %e, account = %c.account.topic_key(), "could not record a budget alert");
                 }
             }
         });
@@ -319,19 +322,19 @@ pub fn worst_case(input_tokens: u64, max_output: Option<u64>, price: Option<&cra
 pub const DEFAULT_MAX_OUTPUT: u64 = 4096;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::auth::entity::{Entity, EntityId, KeyRecord, TeamRecord};
     use jiff::tz::TimeZone;
 
-    fn key(token: &str, max_budget: Option<f64>, team: Option<&str>) -> Entity {
+    pub(crate) fn key(token: &str, max_budget: Option<f64>, team: Option<&str>) -> Entity {
         let mut key = KeyRecord::new(token.into(), "sk-...".into(), Timestamp::UNIX_EPOCH);
         key.limits.max_budget = max_budget;
         key.team_id = team.map(str::to_string);
         Entity::Key(key)
     }
 
-    fn team(id: &str, max_budget: f64) -> Entity {
+    pub(crate) fn team(id: &str, max_budget: f64) -> Entity {
         let now = Timestamp::UNIX_EPOCH;
         Entity::Team(TeamRecord {
             team_id: id.into(),

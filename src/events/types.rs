@@ -424,7 +424,7 @@ impl<'de> Deserialize<'de> for Event {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::providers::Endpoint;
     use serde_json::json;
@@ -452,27 +452,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn events_read_back_as_they_were_written() {
-        let request = Event::Request(Box::new(request()));
-        let json = request.to_json();
-        let value: Value = serde_json::from_slice(&json).unwrap();
-        assert_eq!(
-            (value["requested_model"].as_str(), value["model_group"].as_str()),
-            (Some("gpt-4o"), Some("gpt-4o-group"))
-        );
-        assert_eq!(Event::from_json(&json).unwrap(), request);
-
-        let response = Event::Response(Box::new(ResponseEvent {
+    /// A response event of `caller` that cost `cost` USD (a failed embedding call).
+    pub(crate) fn response(caller: CallerFields, cost: f64) -> ResponseEvent {
+        ResponseEvent {
             envelope: Envelope::new("response", Some("call-1".into()), "gw-1"),
             call_type: "aembedding",
             requested_model: "e".into(),
             model_group: None,
-            caller: CallerFields {
-                api_key_hash: Some("ab".into()),
-                team_id: Some("t".into()),
-                ..CallerFields::default()
-            },
+            caller,
             tags: vec!["batch".into()],
             metadata: Some(json!({"tags": ["batch"]})),
             deployment_id: None,
@@ -494,12 +481,29 @@ mod tests {
             duration_ms: 1.5,
             overhead_ms: 0.25,
             tokens: crate::openai::TokenUsage::new(2, 9),
-            cost: 0.125,
+            cost,
             tokens_estimated: false,
             cache_hit: false,
             finish_reason: None,
             response: None,
-        }));
+        }
+    }
+
+    #[test]
+    fn events_read_back_as_they_were_written() {
+        let request = Event::Request(Box::new(request()));
+        let json = request.to_json();
+        let value: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            (value["requested_model"].as_str(), value["model_group"].as_str()),
+            (Some("gpt-4o"), Some("gpt-4o-group"))
+        );
+        assert_eq!(Event::from_json(&json).unwrap(), request);
+
+        let response = Event::Response(Box::new(response(
+            CallerFields { api_key_hash: Some("ab".into()), team_id: Some("t".into()), ..CallerFields::default() },
+            0.125,
+        )));
         assert_eq!(Event::from_json(&response.to_json()).unwrap(), response);
 
         let deployment = Event::Deployment(Box::new(DeploymentEvent {

@@ -17,6 +17,7 @@ use crate::auth::{Auth, KeyStore};
 use crate::budget::follow::Following;
 use crate::budget::Budgets;
 use crate::config::GeneralSettings;
+use crate::consumers::budgets::InProcess;
 use crate::events::EventSink;
 use crate::limits::Limiter;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -41,6 +42,8 @@ pub struct Gateway {
     pub limiter: Arc<Limiter>,
     /// Other instances' calls, counted from the event log (none with the event log off).
     pub following: Option<Arc<Following>>,
+    /// The budgets consumer, on the embedded log: runs as long as the gateway's handlers do.
+    pub budgets_consumer: Option<InProcess>,
     pub max_request_size: usize,
     /// The longest a client may take to send its request body once its headers are in.
     pub body_timeout: Duration,
@@ -54,6 +57,7 @@ pub struct Accounts {
     pub budgets: Arc<Budgets>,
     pub limiter: Arc<Limiter>,
     pub following: Option<Arc<Following>>,
+    pub budgets_consumer: Option<InProcess>,
 }
 
 impl Gateway {
@@ -65,7 +69,7 @@ impl Gateway {
         accounts: Accounts,
         body_timeout: Duration,
     ) -> Self {
-        let Accounts { auth, keys, budgets, limiter, following } = accounts;
+        let Accounts { auth, keys, budgets, limiter, following, budgets_consumer } = accounts;
         Self {
             router,
             recorder: record::Recorder {
@@ -79,6 +83,7 @@ impl Gateway {
             budgets,
             limiter,
             following,
+            budgets_consumer,
             max_request_size: general.max_request_size_bytes,
             body_timeout,
             started_at: SystemTime::now(),

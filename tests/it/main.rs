@@ -11,6 +11,7 @@ mod hardening;
 mod kafka;
 mod keys;
 mod routing;
+mod spend;
 mod streaming;
 mod support;
 mod topics;

@@ -39,7 +39,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use super::{blocking, Record, Start, TopicError};
+use super::{blocking, Append, Record, Start, TopicError};
 use crate::events::log;
 use crate::events::types::RouteFields;
 
@@ -129,17 +129,29 @@ impl Embedded {
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<(), TopicError> {
-        let size = BODY_MIN + key.len() + value.map_or(0, <[u8]>::len);
-        if size > MAX_RECORD {
-            return Err(TopicError::TooLarge { size, max: MAX_RECORD });
+        self.append_all(name, compacted, vec![(key.to_string(), value.map(<[u8]>::to_vec))]).await
+    }
+
+    /// Appends the records in order with one write and one fsync.
+    pub(super) async fn append_all(&self, name: &str, compacted: bool, records: Vec<Append>) -> Result<(), TopicError> {
+        for (key, value) in &records {
+            let size = BODY_MIN + key.len() + value.as_ref().map_or(0, Vec::len);
+            if size > MAX_RECORD {
+                return Err(TopicError::TooLarge { size, max: MAX_RECORD });
+            }
         }
-        let (store, name, key, value) =
-            (self.store.clone(), name.to_string(), key.to_string(), value.map(<[u8]>::to_vec));
+        let (store, name) = (self.store.clone(), name.to_string());
         blocking(move || {
             let topic = store.topic(&name, compacted)?;
-            topic.append(&key, value.as_deref())
+            topic.append_all(records.iter().map(|(key, value)| (key.as_str(), value.as_deref())))
         })
         .await
+    }
+
+    /// The group's committed position on the topic `name` (empty if it never committed).
+    pub(super) fn committed(&self, name: &str, group: &str) -> Result<Vec<(i32, i64)>, TopicError> {
+        let path = self.store.root.join(name).join(format!("{group}.offsets"));
+        Ok(read_group(&path)?.map(|offset| (0, offset)).into_iter().collect())
     }
 
     /// A follower of a keyed topic (`view: None`) or of a view of the event log.
@@ -283,11 +295,12 @@ impl Topic {
         Ok(Self { dir: dir.to_path_buf(), log: Mutex::new(log), generation: AtomicU64::new(0), appended })
     }
 
-    /// Appends and fsyncs one record, compacts if due, and wakes the followers.
-    fn append(&self, key: &str, value: Option<&[u8]>) -> Result<(), TopicError> {
+    /// Appends and fsyncs records (one write, one fsync), compacts if due, and wakes the
+    /// followers.
+    fn append_all<'a>(&self, records: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Result<(), TopicError> {
         let mut log = lock(&self.log);
-        let offset = log
-            .append(key, value)
+        let next = log
+            .append_all(records)
             .map_err(|e| TopicError::io(format!("cannot append to {}", self.dir.display()), e))?;
         if log.compaction_due() {
             let compacted = log.compact(&self.dir);
@@ -299,24 +312,32 @@ impl Topic {
                 tracing::error!(topic = %self.dir.display(), error = %e, "cannot compact the topic");
             }
         }
-        self.appended.send_replace(offset + 1);
+        self.appended.send_replace(next);
         Ok(())
     }
 }
 
 impl Keyed {
-    fn append(&mut self, key: &str, value: Option<&[u8]>) -> io::Result<i64> {
-        let offset = self.next_offset;
-        encode(offset, now_ms(), key, value, &mut self.buf);
-        if let Err(e) = self.file.write_all(&self.buf).and_then(|()| self.file.sync_data()) {
+    /// Writes the records and fsyncs them once; returns the next offset.
+    fn append_all<'a>(&mut self, records: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> io::Result<i64> {
+        let (mut offset, at) = (self.next_offset, now_ms());
+        let mut batch = Vec::new();
+        let mut keys = Vec::new();
+        for (key, value) in records {
+            encode(offset, at, key, value, &mut self.buf);
+            batch.extend_from_slice(&self.buf);
+            keys.push(self.hasher.hash_one(key));
+            offset += 1;
+        }
+        if let Err(e) = self.file.write_all(&batch).and_then(|()| self.file.sync_data()) {
             // Leave no partial record behind for the next append to follow.
             let _ = self.file.set_len(self.len);
             return Err(e);
         }
-        self.len += self.buf.len() as u64;
-        self.next_offset += 1;
-        self.records += 1;
-        self.keys.insert(self.hasher.hash_one(key));
+        self.len += batch.len() as u64;
+        self.records += keys.len() as u64;
+        self.keys.extend(keys);
+        self.next_offset = offset;
         Ok(offset)
     }
 
@@ -896,6 +917,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn records_appended_together_are_followed_in_order() {
+        let dir = temp_dir();
+        let topics = Topics::open(&config(&dir)).unwrap();
+        topics.append("spend", "a", Some(b"0")).await.unwrap();
+        let batch = (1..=3).map(|n| (format!("k{n}"), Some(n.to_string().into_bytes()))).collect();
+        topics.append_all("spend", batch).await.unwrap();
+        topics.append_all("spend", vec![("a".into(), None)]).await.unwrap();
+        let all = drain(&mut topics.follow("spend", Start::Beginning).unwrap()).await;
+        assert_eq!(
+            summary(&all),
+            [(0, "a", Some("0")), (1, "k1", Some("1")), (2, "k2", Some("2")), (3, "k3", Some("3")), (4, "a", None)]
+        );
+        assert!(topics.append_all("events", vec![("x".into(), None)]).await.is_err(), "the publisher's topic");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn a_reopened_store_compacts_what_it_finds() {
         let dir = temp_dir();
         let topic_dir = dir.join("switchyard.spend");
@@ -903,7 +941,7 @@ mod tests {
             // Written without compaction: 300 records of 2 keys.
             let topic = Topic::open(&topic_dir, false).unwrap();
             for n in 0..300 {
-                topic.append(&format!("k{}", n % 2), Some(b"x")).unwrap();
+                topic.append_all([(format!("k{}", n % 2).as_str(), Some(&b"x"[..]))]).unwrap();
             }
         }
         let topics = Topics::open(&config(&dir)).unwrap();

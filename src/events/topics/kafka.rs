@@ -32,13 +32,13 @@ use futures_util::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::{blocking, Record, Start, TopicError};
+use super::{blocking, Append, Record, Start, TopicError};
 use crate::events::KafkaConfig;
 
 /// How long an append waits for the broker's acknowledgement before it fails.
@@ -103,6 +103,13 @@ impl Kafka {
         Ok(())
     }
 
+    /// Sends the records at once (the producer batches them); resolves once every one is
+    /// acknowledged, or at the first failure.
+    pub(super) async fn append_all(&self, name: &str, compacted: bool, records: Vec<Append>) -> Result<(), TopicError> {
+        let sends = records.iter().map(|(key, value)| self.append(name, compacted, key, value.as_deref()));
+        futures_util::future::try_join_all(sends).await.map(|_| ())
+    }
+
     pub(super) fn follow(&self, name: &str, compacted: bool, start: Start) -> Result<Follower, TopicError> {
         let mut config = ClientConfig::new();
         config
@@ -130,6 +137,39 @@ impl Kafka {
             partitions: None,
             caught_up: false,
         })
+    }
+
+    /// The group's committed offsets on the topic `name`: a consumer under the group's id that
+    /// only asks (it neither subscribes nor commits, so it joins nothing). A topic that does not
+    /// exist yet has none.
+    pub(super) async fn committed(&self, name: &str, group: &str) -> Result<Vec<(i32, i64)>, TopicError> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.cluster.config.bootstrap_servers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("allow.auto.create.topics", "false")
+            .create()?;
+        let name = name.to_string();
+        blocking(move || {
+            let metadata = consumer.fetch_metadata(Some(&name), REQUEST_TIMEOUT)?;
+            let Some(topic) = metadata.topics().iter().find(|t| t.name() == name && t.error().is_none()) else {
+                return Ok(Vec::new());
+            };
+            let mut list = TopicPartitionList::new();
+            for partition in topic.partitions() {
+                list.add_partition(&name, partition.id());
+            }
+            let committed = consumer.committed_offsets(list, REQUEST_TIMEOUT)?;
+            Ok(committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(offset) => Some((e.partition(), offset)),
+                    _ => None,
+                })
+                .collect())
+        })
+        .await
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Record {
     pub value: Option<Vec<u8>>,
 }
 
+/// A record to append: its key, and its value (`None`: a tombstone).
+pub type Append = (String, Option<Vec<u8>>);
+
 /// Where a [`Follower`] starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
@@ -183,6 +186,22 @@ impl Topics {
         }
     }
 
+    /// Appends records to the topic `short`, in order per key; resolves once every one is
+    /// durable (embedded: one write and one fsync for all). On an error some may be durable.
+    pub async fn append_all(&self, short: &str, records: Vec<Append>) -> Result<(), TopicError> {
+        check_short(short)?;
+        if publisher_owned(short) {
+            return Err(TopicError::NotWritable(self.name(short)));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Embedded(e) => e.append_all(&self.name(short), compacted(short), records).await,
+            Backend::Kafka(k) => k.append_all(&self.name(short), compacted(short), records).await,
+        }
+    }
+
     /// A follower of the topic `short` from `start`. With Kafka, cheap: the first
     /// [`Follower::next_batch`] creates the topic if missing, fetches the watermarks and the
     /// group's offsets, and assigns the partitions. Embedded: reads the group's file, and the
@@ -205,6 +224,19 @@ impl Topics {
             Backend::Kafka(k) => Inner::Kafka(k.follow(&self.name(short), compacted(short), start)?),
         };
         Ok(Follower { inner })
+    }
+
+    /// Where the named consumer last committed on the topic `short`, per partition (what
+    /// [`Start::Group`] would start from); partitions it never committed are left out, so an
+    /// empty answer means "from the beginning". Reads only: it does not join the group or
+    /// disturb its follower.
+    pub async fn committed(&self, short: &str, group: &str) -> Result<Vec<(i32, i64)>, TopicError> {
+        check_short(short)?;
+        check_group(group)?;
+        match &self.backend {
+            Backend::Embedded(e) => e.committed(&self.name(short), group),
+            Backend::Kafka(k) => k.committed(&self.name(short), group).await,
+        }
     }
 }
 
