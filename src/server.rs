@@ -100,7 +100,7 @@ fn accounts(config: &Config, events: &EventSink, metrics: &Metrics) -> Result<Ac
         let mut counter =
             Counter::new(table.clone(), budgets.clone(), limiter.clone(), events.gateway_id().to_string());
         counter.delay = Some(follow::delay_histogram(metrics.registry())?);
-        Some(follow::start(&topics, keys.clone(), counter))
+        Some(follow::start(&topics, keys.clone(), counter, config.event_log.kafka.is_some()))
     } else {
         None
     };

@@ -150,6 +150,29 @@ impl Counter {
         }
     }
 
+    /// Whether an event's JSON is one of this instance's own, published since it started (already
+    /// counted when it happened), read from its envelope alone: the follower skips those without
+    /// reading the rest. During the history, own events are read in full (a snapshot may hold
+    /// them twice, see [`Counter::count`]).
+    fn is_own_live(&self, json: &[u8]) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            gateway_id: std::borrow::Cow<'a, str>,
+            timestamp: crate::events::types::Timestamp,
+        }
+        if !self.following.caught_up.load(Ordering::Relaxed) {
+            return false;
+        }
+        match serde_json::from_slice::<Head>(json) {
+            Ok(head) => {
+                head.gateway_id == self.gateway_id
+                    && Timestamp::try_from(head.timestamp.system_time()).is_ok_and(|at| at >= self.started)
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Counts one event read from the log. `counts` says which of the caller's accounts the
     /// event's cost still counts on (false for an account whose snapshot already includes it).
     pub fn count(&self, event: &Event, now: Timestamp, counts: impl Fn(&Account) -> bool) {
@@ -228,7 +251,10 @@ impl Counter {
 /// table (an event is charged to the accounts the table names): first the spend snapshot
 /// ([`snapshot::load`]) into the ledger, then the events after it. `caught_up` turns true once
 /// the events that existed at start are counted.
-pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Arc<Following> {
+/// `others`: whether other instances can write the log (Kafka). On the embedded log nothing
+/// but this process writes, and its own calls are counted as they happen, so the follower stops
+/// once it has counted the history: it costs nothing per call after that.
+pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter, others: bool) -> Arc<Following> {
     let following = counter.following.clone();
     let topics = topics.clone();
     tokio::spawn(async move {
@@ -253,6 +279,9 @@ pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Arc<Foll
                     let now = Timestamp::now();
                     for record in records {
                         let Some(value) = record.value else { continue };
+                        if counter.is_own_live(&value) {
+                            continue;
+                        }
                         match Event::from_json(&value) {
                             Ok(event) => counter.count(&event, now, |account| {
                                 skip.as_ref().is_none_or(|s| s.counts(account, record.partition, record.offset))
@@ -265,6 +294,9 @@ pub fn start(topics: &Topics, keys: Arc<KeyStore>, counter: Counter) -> Arc<Foll
                         skip = None;
                         tracing::info!(topic = %topic, accounts = counter.budgets.ledger.len(), "spend history counted");
                         counter.following.caught_up.store(true, Ordering::Release);
+                        if !others {
+                            return;
+                        }
                     }
                     if now.duration_since(last_expiry).as_secs() >= 10 {
                         counter.expire(now);

@@ -83,6 +83,9 @@ impl Fold {
     /// Folds one record of `<prefix>.events`.
     pub fn apply(&mut self, record: &Record, now: Timestamp) {
         let Some(value) = &record.value else { return };
+        if crate::events::types::kind_hint(value).is_some_and(|kind| kind != "response") {
+            return;
+        }
         let event = match Event::from_json(value) {
             Ok(Event::Response(event)) => event,
             Ok(_) => return,

@@ -172,7 +172,17 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// Fields every event carries.
+/// An event's `type`, read from the start of its JSON without parsing it, when it is where the
+/// publisher writes it (the envelope comes first); `None` when it is not found there, and the
+/// caller must parse the event to know.
+pub fn kind_hint(json: &[u8]) -> Option<&str> {
+    const FIELD: &[u8] = b"\"type\":\"";
+    let head = &json[..json.len().min(160)];
+    let start = head.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    let len = json[start..].iter().take(16).position(|b| *b == b'"')?;
+    std::str::from_utf8(&json[start..start + len]).ok()
+}
+
 /// The fields that route an event (its type and key), read from its JSON without parsing the
 /// rest: the spool's old records, and the embedded log's topic views.
 #[derive(Debug, Deserialize)]
@@ -192,6 +202,7 @@ impl RouteFields {
     }
 }
 
+/// Fields every event carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     pub schema_version: u32,
@@ -487,6 +498,14 @@ pub(crate) mod tests {
             finish_reason: None,
             response: None,
         }
+    }
+
+    #[test]
+    fn the_kind_is_read_from_the_start_of_the_json() {
+        let json = Event::Request(Box::new(request())).to_json();
+        assert_eq!(kind_hint(&json), Some("request"));
+        assert_eq!(kind_hint(br#"{"a":1}"#), None);
+        assert_eq!(kind_hint(br#"{"type":"unterminated"#), None);
     }
 
     #[test]
