@@ -56,7 +56,8 @@ struct MigrateArgs {
 
 #[derive(Args)]
 struct ConsumeArgs {
-    /// Which consumer: budgets (spend, alerts, analytics and all are not implemented yet).
+    /// Which consumer: budgets (spend snapshots for the gateways) or spend (ClickHouse spend logs
+    /// and rollups; needs analytics.clickhouse). alerts, analytics and all are not implemented yet.
     #[arg(value_parser = ["spend", "budgets", "alerts", "analytics", "all"])]
     name: String,
     /// The gateways' config.yaml (its `event_log.kafka` says where the topics are).
@@ -156,18 +157,27 @@ fn usage(message: String) -> Failed {
 }
 
 fn consume(args: ConsumeArgs) -> Result<(), Failed> {
-    if args.name != "budgets" {
+    if !matches!(args.name.as_str(), "budgets" | "spend") {
         return Err(usage(format!(
-            "the {} consumer is not implemented yet; this version runs only `switchyard consume budgets`",
+            "the {} consumer is not implemented yet; this version runs `switchyard consume budgets` and `consume spend`",
             args.name
         )));
     }
     let config = Config::load(&args.config).map_err(|e| format!("invalid config {}: {e}", args.config.display()))?;
     if config.event_log.kafka.is_none() {
-        return Err(usage(
-            "`consume budgets` needs event_log.kafka: on the embedded event log the budgets consumer runs inside the gateway (`switchyard --config PATH`)".into(),
-        ));
+        return Err(usage(format!(
+            "`consume {}` needs event_log.kafka: on the embedded event log the consumers run inside the gateway (`switchyard --config PATH`)",
+            args.name
+        )));
     }
+    let clickhouse =
+        match (args.name.as_str(), &config.clickhouse) {
+            ("spend", None) => return Err(usage(
+                "`consume spend` needs analytics.clickhouse (or SWITCHYARD_CLICKHOUSE_URL): it writes spend logs there"
+                    .into(),
+            )),
+            (_, ch) => ch.clone(),
+        };
     let topics = switchyard::events::topics::Topics::open(&config.event_log)
         .map_err(|e| format!("cannot open the topics: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -175,15 +185,21 @@ fn consume(args: ConsumeArgs) -> Result<(), Failed> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let name = args.name.clone();
     runtime.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stopping = name.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
-            tracing::info!("stopping the budgets consumer");
+            tracing::info!("stopping the {stopping} consumer");
             stop.send_replace(true);
         });
-        tracing::info!(topic = %topics.name("spend"), "budgets consumer starting");
-        switchyard::consumers::budgets::run(topics, None, config.timezone.clone(), stopped).await.map_err(Failed::from)
+        tracing::info!(consumer = %name, "consumer starting");
+        let result = match clickhouse {
+            Some(ch) if name == "spend" => switchyard::consumers::spend::run(topics, ch, stopped).await,
+            _ => switchyard::consumers::budgets::run(topics, None, config.timezone.clone(), stopped).await,
+        };
+        result.map_err(Failed::from)
     })
 }
 

@@ -12,7 +12,6 @@ use crate::budget::follow::{self, Counter};
 use crate::budget::ledger::Ledger;
 use crate::budget::{AlertLog, Budgets};
 use crate::config::Config;
-use crate::consumers::budgets::InProcess;
 use crate::cost::{PriceMap, PriceMapError};
 use crate::events::topics::Topics;
 use crate::events::{EventLogError, EventMetrics, EventSink};
@@ -104,12 +103,14 @@ fn accounts(config: &Config, events: &EventSink, metrics: &Metrics) -> Result<Ac
     } else {
         None
     };
-    // The embedded log belongs to this process, so its budgets consumer runs here; with Kafka
-    // it is a process of its own (`switchyard consume budgets`).
-    let budgets_consumer = (events.enabled() && config.event_log.kafka.is_none())
-        .then(|| InProcess::spawn(topics.clone(), keys.clone(), config.timezone.clone()));
+    // The embedded log belongs to this process, so its consumers run here; with Kafka each is a
+    // process of its own (`switchyard consume <name>`).
+    let consumers = crate::consumers::InProcess::start(&topics, &keys, config);
+    if !consumers.names().is_empty() {
+        tracing::info!(consumers = ?consumers.names(), "running the event log's consumers in this process");
+    }
     let master = config.general.master_key.as_ref().map(|k| MasterKey::new(k.expose_secret()));
-    Ok(Accounts { auth: Auth { master, table }, keys, budgets, limiter, following, budgets_consumer })
+    Ok(Accounts { auth: Auth { master, table }, keys, budgets, limiter, following, consumers })
 }
 
 /// Starts the actors and the HTTP server on `listener`. Must run inside an actix system.

@@ -18,6 +18,11 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "spend_logs", sql: include_str!("../../schemas/clickhouse/001_spend_logs.sql") },
     Migration { version: 2, name: "daily_spend", sql: include_str!("../../schemas/clickhouse/002_daily_spend.sql") },
+    Migration {
+        version: 3,
+        name: "consumer_offsets",
+        sql: include_str!("../../schemas/clickhouse/003_consumer_offsets.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -5,9 +5,12 @@
 //! - [`budgets`]: spend per account and budget window → the compacted `<prefix>.spend`
 //!   (schema `schemas/events/spend.json`), from which every gateway starts.
 //!
-//! Not built yet: `spend` (ClickHouse spend logs), `alerts`, `analytics`.
+//! - [`spend`]: response events → ClickHouse `spend_logs` and `daily_spend` rollups.
+//!
+//! Not built yet: `alerts`, `analytics`.
 
 pub mod budgets;
+pub mod spend;
 
 /// The consumers `switchyard consume` knows, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,44 @@ impl Name {
 
     /// Whether this version can run it.
     pub fn implemented(self) -> bool {
-        matches!(self, Self::Budgets)
+        matches!(self, Self::Budgets | Self::Spend)
+    }
+}
+
+/// The consumers a gateway runs itself: on the embedded log (which belongs to one process),
+/// every consumer whose output is configured; with Kafka, none (`switchyard consume <name>`
+/// runs them, once per cluster). Dropping it stops them.
+#[derive(Default)]
+pub struct InProcess {
+    budgets: Option<budgets::InProcess>,
+    spend: Option<spend::InProcess>,
+}
+
+impl InProcess {
+    /// Starts them on the current runtime.
+    pub fn start(
+        topics: &crate::events::topics::Topics,
+        keys: &std::sync::Arc<crate::auth::KeyStore>,
+        config: &crate::config::Config,
+    ) -> Self {
+        if !config.event_log.enabled || config.event_log.kafka.is_some() {
+            return Self::default();
+        }
+        Self {
+            budgets: Some(budgets::InProcess::spawn(topics.clone(), keys.clone(), config.timezone.clone())),
+            spend: config.clickhouse.clone().map(|ch| spend::InProcess::spawn(topics.clone(), ch)),
+        }
+    }
+
+    /// Which run here, by name.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.budgets.is_some() {
+            out.push(Name::Budgets.as_str());
+        }
+        if self.spend.is_some() {
+            out.push(Name::Spend.as_str());
+        }
+        out
     }
 }

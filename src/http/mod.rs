@@ -17,7 +17,7 @@ use crate::auth::{Auth, KeyStore};
 use crate::budget::follow::Following;
 use crate::budget::Budgets;
 use crate::config::GeneralSettings;
-use crate::consumers::budgets::InProcess;
+use crate::consumers::InProcess;
 use crate::events::EventSink;
 use crate::limits::Limiter;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -42,8 +42,8 @@ pub struct Gateway {
     pub limiter: Arc<Limiter>,
     /// Other instances' calls, counted from the event log (none with the event log off).
     pub following: Option<Arc<Following>>,
-    /// The budgets consumer, on the embedded log: runs as long as the gateway's handlers do.
-    pub budgets_consumer: Option<InProcess>,
+    /// The consumers this process runs (embedded log): as long as the gateway's handlers do.
+    pub consumers: InProcess,
     pub max_request_size: usize,
     /// The longest a client may take to send its request body once its headers are in.
     pub body_timeout: Duration,
@@ -57,7 +57,7 @@ pub struct Accounts {
     pub budgets: Arc<Budgets>,
     pub limiter: Arc<Limiter>,
     pub following: Option<Arc<Following>>,
-    pub budgets_consumer: Option<InProcess>,
+    pub consumers: InProcess,
 }
 
 impl Gateway {
@@ -69,7 +69,7 @@ impl Gateway {
         accounts: Accounts,
         body_timeout: Duration,
     ) -> Self {
-        let Accounts { auth, keys, budgets, limiter, following, budgets_consumer } = accounts;
+        let Accounts { auth, keys, budgets, limiter, following, consumers } = accounts;
         Self {
             router,
             recorder: record::Recorder {
@@ -83,7 +83,7 @@ impl Gateway {
             budgets,
             limiter,
             following,
-            budgets_consumer,
+            consumers,
             max_request_size: general.max_request_size_bytes,
             body_timeout,
             started_at: SystemTime::now(),
