@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: Rust unit and integration tests (real gateway, mock
-# upstream and a real Kafka-protocol broker, tansu, on loopback), then the official OpenAI
-# Python SDK and Python's confluent-kafka against the real binaries.
+# upstream, a real Kafka-protocol broker (tansu) and a real ClickHouse server, on loopback), then
+# the official OpenAI Python SDK and Python's confluent-kafka against the real binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,17 @@ if [ ! -x "$TANSU_BIN" ]; then
   TANSU_BIN="$HOME/.cargo/bin/tansu"
 fi
 export TANSU_BIN
+
+# ClickHouse for the spend tests: Debian's clickhouse-server (18.16), which the tests start on
+# loopback ports through scripts/clickhouse.sh as the clickhouse user.
+if ! command -v clickhouse-server >/dev/null && [ ! -x /usr/sbin/clickhouse-server ]; then
+  echo "installing clickhouse-server (Debian's package) for the ClickHouse tests"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null
+  fi
+fi
 
 cargo build --bins
 cargo test --all-targets
