@@ -110,7 +110,8 @@ fn accounts(config: &Config, events: &EventSink, metrics: &Metrics) -> Result<Ac
         tracing::info!(consumers = ?consumers.names(), "running the event log's consumers in this process");
     }
     let master = config.general.master_key.as_ref().map(|k| MasterKey::new(k.expose_secret()));
-    Ok(Accounts { auth: Auth { master, table }, keys, budgets, limiter, following, consumers })
+    let clickhouse = config.clickhouse.as_ref().map(crate::clickhouse::client);
+    Ok(Accounts { auth: Auth { master, table }, keys, budgets, limiter, following, consumers, clickhouse })
 }
 
 /// Starts the actors and the HTTP server on `listener`. Must run inside an actix system.

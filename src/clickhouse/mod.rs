@@ -7,6 +7,7 @@
 //! runs on 18.16 and on current releases: no LowCardinality, Map, DateTime64, TTL or CODEC.
 
 pub mod migrate;
+pub mod queries;
 pub mod rows;
 
 use secrecy::ExposeSecret;

@@ -9,6 +9,7 @@ mod models;
 mod proxy;
 pub mod record;
 pub mod relay;
+mod spend;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -44,6 +45,8 @@ pub struct Gateway {
     pub following: Option<Arc<Following>>,
     /// The consumers this process runs (embedded log): as long as the gateway's handlers do.
     pub consumers: InProcess,
+    /// Where the spend endpoints read (`analytics.clickhouse`).
+    pub clickhouse: Option<clickhouse::Client>,
     pub max_request_size: usize,
     /// The longest a client may take to send its request body once its headers are in.
     pub body_timeout: Duration,
@@ -58,6 +61,7 @@ pub struct Accounts {
     pub limiter: Arc<Limiter>,
     pub following: Option<Arc<Following>>,
     pub consumers: InProcess,
+    pub clickhouse: Option<clickhouse::Client>,
 }
 
 impl Gateway {
@@ -69,7 +73,7 @@ impl Gateway {
         accounts: Accounts,
         body_timeout: Duration,
     ) -> Self {
-        let Accounts { auth, keys, budgets, limiter, following, consumers } = accounts;
+        let Accounts { auth, keys, budgets, limiter, following, consumers, clickhouse } = accounts;
         Self {
             router,
             recorder: record::Recorder {
@@ -84,6 +88,7 @@ impl Gateway {
             limiter,
             following,
             consumers,
+            clickhouse,
             max_request_size: general.max_request_size_bytes,
             body_timeout,
             started_at: SystemTime::now(),
@@ -107,6 +112,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         get(cfg, format!("{prefix}/model_group/info"), web::get().to(models::model_group_info));
     }
     admin_routes(cfg);
+    get(cfg, "/spend/logs".into(), web::get().to(spend::logs));
+    get(cfg, "/global/spend".into(), web::get().to(spend::global_spend));
+    get(cfg, "/global/spend/report".into(), web::get().to(spend::global_spend_report));
+    get(cfg, "/user/daily/activity".into(), web::get().to(spend::user_daily_activity));
+    get(cfg, "/team/daily/activity".into(), web::get().to(spend::team_daily_activity));
+    get(cfg, "/tag/daily/activity".into(), web::get().to(spend::tag_daily_activity));
     get(cfg, "/health/liveliness".into(), web::get().to(health::liveliness));
     get(cfg, "/health/liveness".into(), web::get().to(health::liveliness));
     get(cfg, "/health/readiness".into(), web::get().to(health::readiness));

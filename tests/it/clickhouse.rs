@@ -240,5 +240,45 @@ analytics: {{clickhouse: {{url: "{}", database: {}}}}}
         .await
         .unwrap();
     assert_eq!((by_key.requests, by_key.spend), (calls, header_nanos));
+
+    // LiteLLM's spend endpoints answer from these tables, to the same digits.
+    let gw = crate::support::start(&yaml).await;
+    let usd = header_nanos as f64 / 1e9;
+    let get = |path: &str| {
+        let req = gw.http.get(gw.url(path)).bearer_auth(crate::support::KEY);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{}", resp.url());
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let close = |v: &Value| (v.as_f64().unwrap() - usd).abs() < 1e-12;
+    assert!(close(&get("/global/spend").await["spend"]));
+    let activity = get("/user/daily/activity").await;
+    assert!(close(&activity["metadata"]["total_spend"]), "{activity}");
+    assert_eq!(activity["metadata"]["total_api_requests"], calls);
+    assert_eq!(activity["results"][0]["breakdown"]["model_groups"]["priced"]["metrics"]["api_requests"], calls);
+    assert_eq!(activity["results"][0]["breakdown"]["api_keys"].as_object().unwrap().len(), 2);
+    let tags = get("/tag/daily/activity?tags=nightly").await;
+    assert!(close(&tags["metadata"]["total_spend"]), "{tags}");
+    let report = get("/global/spend/report?group_by=api_key").await;
+    let keys = report[0]["api_keys"].as_array().unwrap();
+    let total: f64 = keys.iter().map(|k| k["total_spend"].as_f64().unwrap()).sum();
+    assert!((total - usd).abs() < 1e-12, "{report}");
+    let logs = get("/spend/logs").await;
+    assert_eq!(logs.as_array().unwrap().len() as u64, calls);
+    assert_eq!(logs[0]["request_tags"], json!(["nightly"]));
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+    let summary = get(&format!("/spend/logs?start_date={today}&end_date={today}")).await;
+    assert!(close(&summary[0]["spend"]), "{summary}");
+    let bad = gw
+        .http
+        .get(gw.url("/spend/logs?start_date=soon&end_date=x"))
+        .bearer_auth(crate::support::KEY)
+        .send()
+        .await
+        .unwrap();
+    crate::support::error_of(bad, 400).await;
+    gw.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
