@@ -105,13 +105,18 @@ fn accounts(config: &Config, events: &EventSink, metrics: &Metrics) -> Result<Ac
     };
     // The embedded log belongs to this process, so its consumers run here; with Kafka each is a
     // process of its own (`switchyard consume <name>`).
-    let consumers = crate::consumers::InProcess::start(&topics, &keys, config);
+    let memory = Arc::new(crate::consumers::spend::MemoryStore::default());
+    let consumers = crate::consumers::InProcess::start(&topics, &keys, config, memory.clone());
     if !consumers.names().is_empty() {
         tracing::info!(consumers = ?consumers.names(), "running the event log's consumers in this process");
     }
     let master = config.general.master_key.as_ref().map(|k| MasterKey::new(k.expose_secret()));
-    let clickhouse = config.clickhouse.as_ref().map(crate::clickhouse::client);
-    Ok(Accounts { auth: Auth { master, table }, keys, budgets, limiter, following, consumers, clickhouse })
+    let spend = match &config.clickhouse {
+        Some(ch) => Some(http::SpendSource::ClickHouse(Box::new(crate::clickhouse::client(ch)))),
+        None if consumers.names().contains(&"spend") => Some(http::SpendSource::Memory(memory)),
+        None => None,
+    };
+    Ok(Accounts { auth: Auth { master, table }, keys, budgets, limiter, following, consumers, spend })
 }
 
 /// Starts the actors and the HTTP server on `listener`. Must run inside an actix system.

@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::rows::Totals;
+
 /// A day of one entity's spend, at (key, model group, provider) grain.
 #[derive(Debug, Clone, Deserialize, clickhouse::Row)]
 pub struct DayRow {
@@ -13,15 +15,8 @@ pub struct DayRow {
     pub api_key: String,
     pub model_group: String,
     pub provider: String,
-    pub spend_nanos: i64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    pub cache_read_input_tokens: u64,
-    pub cache_creation_input_tokens: u64,
-    pub requests: u64,
-    pub successes: u64,
-    pub failures: u64,
+    /// The sums, in the order the query selects them.
+    pub totals: Totals,
 }
 
 /// What to read from `daily_spend`.

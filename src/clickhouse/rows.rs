@@ -142,8 +142,8 @@ pub struct DailySpendRow {
 
 /// What a rollup row sums (the RowBinary encoder takes no flattened structs, so
 /// [`DailySpendRow`] repeats these fields).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Totals {
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize)]
+pub struct Totals {
     pub spend_nanos: i64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -156,7 +156,7 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, row: &SpendLogRow) {
+    pub fn add(&mut self, row: &SpendLogRow) {
         self.spend_nanos = self.spend_nanos.saturating_add(row.spend_nanos);
         self.prompt_tokens += row.prompt_tokens;
         self.completion_tokens += row.completion_tokens;
@@ -174,13 +174,42 @@ impl Totals {
 
 /// The rollup key of a row.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Key {
-    date: u16,
-    entity_kind: &'static str,
-    entity: String,
-    api_key: String,
-    model_group: String,
-    provider: String,
+pub struct Key {
+    /// Days since the epoch.
+    pub date: u16,
+    pub entity_kind: &'static str,
+    pub entity: String,
+    pub api_key: String,
+    pub model_group: String,
+    pub provider: String,
+}
+
+/// The rollup keys a spend log row counts on: its key, team, user, end user, model group,
+/// tags and provider (empty ones left out), at (day, key, model group, provider) grain.
+pub fn rollup_keys(row: &SpendLogRow) -> Vec<Key> {
+    let date = u16::try_from(row.start_time / 86_400).unwrap_or(u16::MAX);
+    let model = if row.model_group.is_empty() { &row.model } else { &row.model_group };
+    let mut entities: Vec<(&'static str, &str)> = vec![
+        ("key", &row.api_key),
+        ("team", &row.team_id),
+        ("user", &row.user),
+        ("end_user", &row.end_user),
+        ("model", model),
+        ("provider", &row.provider),
+    ];
+    entities.extend(row.tags.iter().map(|t| ("tag", t.as_str())));
+    entities
+        .into_iter()
+        .filter(|(_, e)| !e.is_empty())
+        .map(|(entity_kind, entity)| Key {
+            date,
+            entity_kind,
+            entity: entity.to_string(),
+            api_key: row.api_key.clone(),
+            model_group: model.clone(),
+            provider: row.provider.clone(),
+        })
+        .collect()
 }
 
 /// The rollups of one block of one partition, built from its first offset.
@@ -199,29 +228,10 @@ impl BlockRollup {
     }
 
     /// Counts the spend log row of the event at `offset` (in this block) on every entity it
-    /// belongs to: its key, team, user, end user, model group, tags and provider.
+    /// belongs to.
     pub fn add(&mut self, row: &SpendLogRow, offset: i64) {
         self.covered_to = self.covered_to.max(offset + 1);
-        let date = u16::try_from(row.start_time / 86_400).unwrap_or(u16::MAX);
-        let model = if row.model_group.is_empty() { &row.model } else { &row.model_group };
-        let mut entities: Vec<(&'static str, &str)> = vec![
-            ("key", &row.api_key),
-            ("team", &row.team_id),
-            ("user", &row.user),
-            ("end_user", &row.end_user),
-            ("model", model),
-            ("provider", &row.provider),
-        ];
-        entities.extend(row.tags.iter().map(|t| ("tag", t.as_str())));
-        for (entity_kind, entity) in entities.into_iter().filter(|(_, e)| !e.is_empty()) {
-            let key = Key {
-                date,
-                entity_kind,
-                entity: entity.to_string(),
-                api_key: row.api_key.clone(),
-                model_group: model.clone(),
-                provider: row.provider.clone(),
-            };
+        for key in rollup_keys(row) {
             self.totals.entry(key).or_default().add(row);
         }
     }

@@ -51,17 +51,19 @@ pub struct InProcess {
 
 impl InProcess {
     /// Starts them on the current runtime.
+    /// `memory` receives the spend rollups when no ClickHouse is configured.
     pub fn start(
         topics: &crate::events::topics::Topics,
         keys: &std::sync::Arc<crate::auth::KeyStore>,
         config: &crate::config::Config,
+        memory: std::sync::Arc<spend::MemoryStore>,
     ) -> Self {
         if !config.event_log.enabled || config.event_log.kafka.is_some() {
             return Self::default();
         }
         Self {
             budgets: Some(budgets::InProcess::spawn(topics.clone(), keys.clone(), config.timezone.clone())),
-            spend: config.clickhouse.clone().map(|ch| spend::InProcess::spawn(topics.clone(), ch)),
+            spend: Some(spend::InProcess::spawn(topics.clone(), config.clickhouse.clone(), memory)),
         }
     }
 

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::clickhouse::rows::{block_of, block_start, BlockRollup, DailySpendRow, SpendLogRow, BLOCK};
+use crate::clickhouse::queries::{DayFilter, DayRow, LogFilter, LogRow};
+use crate::clickhouse::rows::{
+    block_of, block_start, rollup_keys, BlockRollup, DailySpendRow, Key, SpendLogRow, Totals, BLOCK,
+};
 use crate::config::ClickHouseConfig;
 use crate::events::topics::{Record, Start, Topics};
 use crate::events::types::kind_hint;
@@ -49,27 +52,12 @@ pub struct Batch {
     closed: Vec<BlockRollup>,
     /// Blocks touched since the last insert.
     touched: bool,
-    /// Events that could not be read (skipped, counted).
-    pub unreadable: u64,
 }
 
 impl Batch {
     /// Adds one record of `<prefix>.events`.
     pub fn add(&mut self, record: &Record) {
-        let Some(value) = &record.value else { return };
-        if kind_hint(value).is_some_and(|k| k != "response") {
-            return;
-        }
-        let event = match Event::from_json(value) {
-            Ok(Event::Response(e)) => e,
-            Ok(_) => return,
-            Err(e) => {
-                self.unreadable += 1;
-                tracing::warn!(partition = record.partition, offset = record.offset, error = %e, "an event the spend consumer cannot read; skipped");
-                return;
-            }
-        };
-        let row = SpendLogRow::of(&event);
+        let Some(row) = response_row(record) else { return };
         let block = block_of(record.offset);
         let open = self.blocks.entry(record.partition).or_insert_with(|| BlockRollup::new(record.partition, block));
         if open.block != block {
@@ -99,6 +87,23 @@ impl Batch {
         self.rows.clear();
         self.closed.clear();
         self.touched = false;
+    }
+}
+
+/// The spend log row of a response event; `None` for other events and for records that cannot
+/// be read (logged and skipped: a bad record never stops the consumer).
+fn response_row(record: &Record) -> Option<SpendLogRow> {
+    let value = record.value.as_ref()?;
+    if kind_hint(value).is_some_and(|k| k != "response") {
+        return None;
+    }
+    match Event::from_json(value) {
+        Ok(Event::Response(e)) => Some(SpendLogRow::of(&e)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(partition = record.partition, offset = record.offset, error = %e, "an event the spend consumer cannot read; skipped");
+            None
+        }
     }
 }
 
@@ -229,10 +234,15 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    pub fn spawn(topics: Topics, clickhouse: ClickHouseConfig) -> Self {
+    /// Into ClickHouse when configured, else into `memory`.
+    pub fn spawn(topics: Topics, clickhouse: Option<ClickHouseConfig>, memory: std::sync::Arc<MemoryStore>) -> Self {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
-            if let Err(e) = run(topics, clickhouse, stopped).await {
+            let result = match clickhouse {
+                Some(ch) => run(topics, ch, stopped).await,
+                None => run_memory(topics, memory, stopped).await,
+            };
+            if let Err(e) = result {
                 tracing::error!(error = %e, "the spend consumer stopped");
             }
         });
@@ -243,5 +253,135 @@ impl InProcess {
 impl Drop for InProcess {
     fn drop(&mut self) {
         self.stop.send_replace(true);
+    }
+}
+
+/// Without ClickHouse (embedded log): the same rollups and the most recent spend log rows in
+/// memory, rebuilt from the log at start, for the spend endpoints.
+#[derive(Default)]
+pub struct MemoryStore {
+    days: std::sync::Mutex<BTreeMap<Key, Totals>>,
+    /// The newest rows, at most [`MEMORY_LOGS`].
+    logs: std::sync::Mutex<std::collections::VecDeque<SpendLogRow>>,
+}
+
+/// Spend log rows kept in memory.
+pub const MEMORY_LOGS: usize = 10_000;
+
+impl MemoryStore {
+    pub fn add(&self, row: SpendLogRow) {
+        {
+            let mut days = self.days.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for key in rollup_keys(&row) {
+                days.entry(key).or_default().add(&row);
+            }
+        }
+        let mut logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if logs.len() >= MEMORY_LOGS {
+            logs.pop_front();
+        }
+        logs.push_back(row);
+    }
+
+    /// What [`crate::clickhouse::queries::days`] answers, from memory.
+    pub fn days(&self, f: &DayFilter) -> Vec<DayRow> {
+        let within =
+            |d: &str| f.start_date.as_deref().is_none_or(|s| d >= s) && f.end_date.as_deref().is_none_or(|e| d <= e);
+        let days = self.days.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        days.iter()
+            .filter(|(k, _)| k.entity_kind == f.kind)
+            .filter(|(k, _)| f.entity.as_ref().is_none_or(|e| *e == k.entity))
+            .filter(|(k, _)| f.model_group.as_ref().is_none_or(|m| *m == k.model_group))
+            .filter(|(k, _)| f.api_keys.as_ref().is_none_or(|keys| keys.contains(&k.api_key)))
+            .map(|(k, t)| (date_text(k.date), k, t))
+            .filter(|(d, _, _)| within(d))
+            .map(|(date, k, t)| DayRow {
+                date,
+                entity: k.entity.clone(),
+                api_key: k.api_key.clone(),
+                model_group: k.model_group.clone(),
+                provider: k.provider.clone(),
+                totals: *t,
+            })
+            .collect()
+    }
+
+    /// What [`crate::clickhouse::queries::logs`] answers, from the rows kept, newest first.
+    pub fn logs(&self, f: &LogFilter) -> Vec<LogRow> {
+        let logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        logs.iter()
+            .rev()
+            .filter(|r| eq(&f.api_key, &r.api_key) && eq(&f.user, &r.user) && eq(&f.request_id, &r.request_id))
+            .filter(|r| f.api_keys.as_ref().is_none_or(|keys| keys.contains(&r.api_key)))
+            .filter(|r| {
+                let d = date_text(u16::try_from(r.start_time / 86_400).unwrap_or(u16::MAX));
+                f.start_date.as_deref().is_none_or(|s| d.as_str() >= s)
+                    && f.end_date.as_deref().is_none_or(|e| d.as_str() <= e)
+            })
+            .take(usize::try_from(f.limit.max(1)).unwrap_or(usize::MAX))
+            .map(|r| LogRow {
+                request_id: r.request_id.clone(),
+                call_type: r.call_type.clone(),
+                api_key: r.api_key.clone(),
+                key_alias: r.key_alias.clone(),
+                team_id: r.team_id.clone(),
+                user: r.user.clone(),
+                end_user: r.end_user.clone(),
+                model: r.model.clone(),
+                model_group: r.model_group.clone(),
+                deployment: r.deployment.clone(),
+                provider: r.provider.clone(),
+                api_base: r.api_base.clone(),
+                status: r.status.clone(),
+                prompt_tokens: r.prompt_tokens,
+                completion_tokens: r.completion_tokens,
+                total_tokens: r.total_tokens,
+                spend_nanos: r.spend_nanos,
+                start_time_ms: r.start_time_ms,
+                duration_ms: r.duration_ms,
+                cache_hit: r.cache_hit,
+                tags: r.tags.clone(),
+                metadata: r.metadata.clone(),
+            })
+            .collect()
+    }
+}
+
+/// `YYYY-MM-DD` of a day number.
+fn date_text(days: u16) -> String {
+    jiff::civil::Date::constant(1970, 1, 1)
+        .checked_add(jiff::Span::new().days(i64::from(days)))
+        .map(|d| d.to_string())
+        .unwrap_or_default()
+}
+
+/// Follows the log from its beginning into `store` until `stop`.
+pub async fn run_memory(
+    topics: Topics,
+    store: std::sync::Arc<MemoryStore>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut follower =
+        topics.follow("events", Start::Beginning).map_err(|e| format!("cannot follow the events: {e}"))?;
+    loop {
+        tokio::select! {
+            batch = follower.next_batch(BATCH_ROWS, Duration::from_millis(500)) => match batch {
+                Ok(records) => {
+                    for record in records {
+                        if let Some(row) = response_row(&record) {
+                            store.add(row);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the events failed; retrying");
+                    if sleep_or_stop(&mut stop, Duration::from_secs(1)).await {
+                        return Ok(());
+                    }
+                }
+            },
+            _ = stop.changed() => return Ok(()),
+        }
     }
 }

@@ -10,6 +10,7 @@ mod proxy;
 pub mod record;
 pub mod relay;
 mod spend;
+pub use spend::SpendSource;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -45,8 +46,8 @@ pub struct Gateway {
     pub following: Option<Arc<Following>>,
     /// The consumers this process runs (embedded log): as long as the gateway's handlers do.
     pub consumers: InProcess,
-    /// Where the spend endpoints read (`analytics.clickhouse`).
-    pub clickhouse: Option<clickhouse::Client>,
+    /// Where the spend endpoints read: ClickHouse, or the in-process rollups.
+    pub spend: Option<SpendSource>,
     pub max_request_size: usize,
     /// The longest a client may take to send its request body once its headers are in.
     pub body_timeout: Duration,
@@ -61,7 +62,7 @@ pub struct Accounts {
     pub limiter: Arc<Limiter>,
     pub following: Option<Arc<Following>>,
     pub consumers: InProcess,
-    pub clickhouse: Option<clickhouse::Client>,
+    pub spend: Option<SpendSource>,
 }
 
 impl Gateway {
@@ -73,7 +74,7 @@ impl Gateway {
         accounts: Accounts,
         body_timeout: Duration,
     ) -> Self {
-        let Accounts { auth, keys, budgets, limiter, following, consumers, clickhouse } = accounts;
+        let Accounts { auth, keys, budgets, limiter, following, consumers, spend } = accounts;
         Self {
             router,
             recorder: record::Recorder {
@@ -88,7 +89,7 @@ impl Gateway {
             limiter,
             following,
             consumers,
-            clickhouse,
+            spend,
             max_request_size: general.max_request_size_bytes,
             body_timeout,
             started_at: SystemTime::now(),

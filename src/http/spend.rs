@@ -1,6 +1,7 @@
-//! LiteLLM's spend endpoints, from ClickHouse (`analytics.clickhouse`): `GET /spend/logs`,
-//! `/global/spend`, `/global/spend/report`, `/user/daily/activity`, `/team/daily/activity`,
-//! `/tag/daily/activity`. An internal user's key sees only its own user's keys' rows.
+//! LiteLLM's spend endpoints: `GET /spend/logs`, `/global/spend`, `/global/spend/report`,
+//! `/user/daily/activity`, `/team/daily/activity`, `/tag/daily/activity`. From ClickHouse when
+//! `analytics.clickhouse` is set, else from the in-process rollups (embedded log). An internal
+//! user's key sees only its own user's keys' rows.
 
 use std::collections::BTreeMap;
 
@@ -13,13 +14,36 @@ use super::Gateway;
 use crate::auth::{key, Caller};
 use crate::budget::ledger::usd;
 use crate::clickhouse::queries::{self, DayFilter, DayRow, LogFilter};
+use crate::consumers::spend::MemoryStore;
 use crate::error::GatewayError;
 
-fn client(gw: &Gateway) -> Result<&clickhouse::Client, GatewayError> {
-    gw.clickhouse.as_ref().ok_or_else(|| GatewayError::Denied {
+/// Where spend is read.
+pub enum SpendSource {
+    ClickHouse(Box<clickhouse::Client>),
+    Memory(std::sync::Arc<MemoryStore>),
+}
+
+impl SpendSource {
+    async fn days(&self, f: &DayFilter) -> Result<Vec<DayRow>, GatewayError> {
+        match self {
+            Self::ClickHouse(c) => queries::days(c, f).await.map_err(unavailable),
+            Self::Memory(m) => Ok(m.days(f)),
+        }
+    }
+
+    async fn logs(&self, f: &LogFilter) -> Result<Vec<queries::LogRow>, GatewayError> {
+        match self {
+            Self::ClickHouse(c) => queries::logs(c, f).await.map_err(unavailable),
+            Self::Memory(m) => Ok(m.logs(f)),
+        }
+    }
+}
+
+fn client(gw: &Gateway) -> Result<&SpendSource, GatewayError> {
+    gw.spend.as_ref().ok_or_else(|| GatewayError::Denied {
         status: 501,
         kind: "not_implemented",
-        message: "The spend endpoints read ClickHouse: set analytics.clickhouse (or SWITCHYARD_CLICKHOUSE_URL) and run `switchyard migrate`".into(),
+        message: "With Kafka the spend endpoints read ClickHouse: set analytics.clickhouse (or SWITCHYARD_CLICKHOUSE_URL), run `switchyard migrate` and `switchyard consume spend`".into(),
     })
 }
 
@@ -83,15 +107,16 @@ struct Metrics {
 
 impl Metrics {
     fn add(&mut self, r: &DayRow) {
-        self.spend += r.spend_nanos;
-        self.prompt_tokens += r.prompt_tokens;
-        self.completion_tokens += r.completion_tokens;
-        self.total_tokens += r.total_tokens;
-        self.cache_read_input_tokens += r.cache_read_input_tokens;
-        self.cache_creation_input_tokens += r.cache_creation_input_tokens;
-        self.requests += r.requests;
-        self.successes += r.successes;
-        self.failures += r.failures;
+        let t = &r.totals;
+        self.spend += t.spend_nanos;
+        self.prompt_tokens += t.prompt_tokens;
+        self.completion_tokens += t.completion_tokens;
+        self.total_tokens += t.total_tokens;
+        self.cache_read_input_tokens += t.cache_read_input_tokens;
+        self.cache_creation_input_tokens += t.cache_creation_input_tokens;
+        self.requests += t.requests;
+        self.successes += t.successes;
+        self.failures += t.failures;
     }
 
     fn json(&self) -> Value {
@@ -174,7 +199,7 @@ async fn activity(
     };
     let wanted: Option<Vec<String>> =
         entities.map(|e| e.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect());
-    let rows = queries::days(client, &filter).await.map_err(unavailable)?;
+    let rows = client.days(&filter).await?;
     let rows: Vec<DayRow> =
         rows.into_iter().filter(|r| wanted.as_ref().is_none_or(|w| w.contains(&r.entity))).collect();
     let mut days: BTreeMap<String, Vec<&DayRow>> = BTreeMap::new();
@@ -253,8 +278,8 @@ fn day_json(gw: &Gateway, date: &str, rows: &[&DayRow], kind: &str) -> Value {
 pub async fn global_spend(Authed(caller): Authed, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     let client = client(&gw)?;
     let filter = DayFilter { kind: "model", api_keys: visible_keys(&gw, &caller), ..DayFilter::default() };
-    let rows = queries::days(client, &filter).await.map_err(unavailable)?;
-    let spend: i64 = rows.iter().map(|r| r.spend_nanos).sum();
+    let rows = client.days(&filter).await?;
+    let spend: i64 = rows.iter().map(|r| r.totals.spend_nanos).sum();
     Ok(HttpResponse::Ok().json(json!({"spend": usd(spend), "max_budget": 0.0})))
 }
 
@@ -295,7 +320,7 @@ pub async fn global_spend_report(
         api_keys: visible_keys(&gw, &caller),
         model_group: None,
     };
-    let rows = queries::days(client, &filter).await.map_err(unavailable)?;
+    let rows = client.days(&filter).await?;
     let mut days: BTreeMap<&str, BTreeMap<&str, Vec<&DayRow>>> = BTreeMap::new();
     for r in &rows {
         days.entry(&r.date).or_default().entry(&r.entity).or_default().push(r);
@@ -310,10 +335,10 @@ pub async fn global_spend_report(
                         "team" => gw.auth.table.team(entity).and_then(|t| t.team_alias.clone()).unwrap_or_else(|| entity.to_string()),
                         _ => entity.to_string(),
                     };
-                    let total: i64 = rows.iter().map(|r| r.spend_nanos).sum();
+                    let total: i64 = rows.iter().map(|r| r.totals.spend_nanos).sum();
                     let metadata: Vec<Value> = rows
                         .iter()
-                        .map(|r| json!({"model": r.model_group, "api_key": r.api_key, "spend": usd(r.spend_nanos), "total_tokens": r.total_tokens}))
+                        .map(|r| json!({"model": r.model_group, "api_key": r.api_key, "spend": usd(r.totals.spend_nanos), "total_tokens": r.totals.total_tokens}))
                         .collect();
                     json!({name: label, "total_spend": usd(total), "metadata": metadata})
                 })
@@ -356,7 +381,7 @@ pub async fn logs(
     if let (Some(start), Some(end), true) = (&start_date, &end_date, q.summarize.unwrap_or(true)) {
         return summary(&gw, client, &filter, start, end).await;
     }
-    let rows = queries::logs(client, &filter).await.map_err(unavailable)?;
+    let rows = client.logs(&filter).await?;
     let answer: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -381,7 +406,7 @@ pub async fn logs(
 /// Per day from `start` to `end`, zero-filled: spend, and spend per user and per model.
 async fn summary(
     gw: &Gateway,
-    client: &clickhouse::Client,
+    client: &SpendSource,
     filter: &LogFilter,
     start: &str,
     end: &str,
@@ -398,7 +423,7 @@ async fn summary(
         },
         model_group: None,
     };
-    let rows = queries::days(client, &day_filter).await.map_err(unavailable)?;
+    let rows = client.days(&day_filter).await?;
     let (Ok(first), Ok(last)) = (start.parse::<jiff::civil::Date>(), end.parse::<jiff::civil::Date>()) else {
         return Err(GatewayError::BadRequest("start_date and end_date must be dates".into()));
     };
@@ -411,10 +436,10 @@ async fn summary(
         let mut models: BTreeMap<String, f64> = BTreeMap::new();
         for r in &today {
             let user = gw.auth.table.key(&r.api_key).and_then(|k| k.user_id.clone()).unwrap_or_default();
-            *users.entry(user).or_default() += usd(r.spend_nanos);
-            *models.entry(r.model_group.clone()).or_default() += usd(r.spend_nanos);
+            *users.entry(user).or_default() += usd(r.totals.spend_nanos);
+            *models.entry(r.model_group.clone()).or_default() += usd(r.totals.spend_nanos);
         }
-        let spend: i64 = today.iter().map(|r| r.spend_nanos).sum();
+        let spend: i64 = today.iter().map(|r| r.totals.spend_nanos).sum();
         out.push(json!({"startTime": date, "spend": usd(spend), "users": users, "models": models}));
         match day.tomorrow() {
             Ok(next) => day = next,

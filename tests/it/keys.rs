@@ -494,3 +494,35 @@ async fn routes_per_key_model_limits_and_parallel_limits() {
     assert_eq!(post_as(&gw, &single, "/v1/chat/completions", &body).await.status(), 200);
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn spend_endpoints_answer_from_the_in_process_rollups_and_users_see_their_own() {
+    let gw = start(CONFIG).await;
+    let mine = ok(gw.post("/user/new", &json!({"user_id": "ann"})).await).await["key"].as_str().unwrap().to_string();
+    let (theirs, _) = generate(&gw, json!({"key_alias": "other-app"})).await;
+    for key in [&mine, &theirs, &theirs] {
+        let body = json!({"model": "priced", "messages": [{"role": "user", "content": "hello there"}], "metadata": {"tags": ["t1"]}});
+        assert_eq!(post_as(&gw, key, "/v1/chat/completions", &body).await.status(), 200);
+    }
+    // The consumer follows the log: poll until it has all three calls.
+    let mut global = json!(null);
+    for _ in 0..100 {
+        global = ok(gw.get("/global/spend").await).await;
+        if (global["spend"].as_f64().unwrap() - 0.033).abs() < 1e-9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!((global["spend"].as_f64().unwrap() - 0.033).abs() < 1e-9, "{global}");
+    let activity = ok(gw.get("/user/daily/activity").await).await;
+    assert_eq!(activity["metadata"]["total_api_requests"], 3);
+    let tags = ok(gw.get("/tag/daily/activity?tags=t1").await).await;
+    assert_eq!(tags["metadata"]["total_api_requests"], 3);
+    assert_eq!(ok(gw.get("/spend/logs").await).await.as_array().unwrap().len(), 3);
+    // An internal user's key sees its own user's rows only.
+    let own = ok(get_as(&gw, &mine, "/user/daily/activity").await).await;
+    assert_eq!(own["metadata"]["total_api_requests"], 1);
+    assert!((ok(get_as(&gw, &mine, "/global/spend").await).await["spend"].as_f64().unwrap() - 0.011).abs() < 1e-9);
+    assert_eq!(ok(get_as(&gw, &mine, "/spend/logs").await).await.as_array().unwrap().len(), 1);
+    gw.stop().await;
+}
