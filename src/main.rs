@@ -196,7 +196,10 @@ fn consume(args: ConsumeArgs) -> Result<(), Failed> {
         });
         tracing::info!(consumer = %name, "consumer starting");
         let result = match clickhouse {
-            Some(ch) if name == "spend" => switchyard::consumers::spend::run(topics, ch, stopped).await,
+            Some(ch) if name == "spend" => {
+                let metrics = switchyard::consumers::ConsumerMetrics::new().map_err(|e| e.to_string())?;
+                switchyard::consumers::spend::run(topics, ch, metrics, stopped).await
+            }
             _ => switchyard::consumers::budgets::run(topics, None, config.timezone.clone(), stopped).await,
         };
         result.map_err(Failed::from)

@@ -106,7 +106,8 @@ fn accounts(config: &Config, events: &EventSink, metrics: &Metrics) -> Result<Ac
     // The embedded log belongs to this process, so its consumers run here; with Kafka each is a
     // process of its own (`switchyard consume <name>`).
     let memory = Arc::new(crate::consumers::spend::MemoryStore::default());
-    let consumers = crate::consumers::InProcess::start(&topics, &keys, config, memory.clone());
+    let consumer_metrics = crate::consumers::ConsumerMetrics::register(metrics.registry())?;
+    let consumers = crate::consumers::InProcess::start(&topics, &keys, config, memory.clone(), consumer_metrics);
     if !consumers.names().is_empty() {
         tracing::info!(consumers = ?consumers.names(), "running the event log's consumers in this process");
     }

@@ -12,6 +12,63 @@
 pub mod budgets;
 pub mod spend;
 
+use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+
+/// Progress of the consumers, in `/metrics` (of the gateway that runs them).
+#[derive(Clone)]
+pub struct ConsumerMetrics {
+    /// Seconds between now and the newest event the consumer has written.
+    pub lag: GaugeVec,
+    /// Rows written, by `consumer` and `table`.
+    pub rows: IntCounterVec,
+    pub batches: IntCounterVec,
+    /// Writes that failed and were retried.
+    pub retries: IntCounterVec,
+    /// Records skipped, by `reason` (`unreadable`: sent to `<prefix>.dead_letters`).
+    pub skipped: IntCounterVec,
+}
+
+impl ConsumerMetrics {
+    pub fn new() -> prometheus::Result<Self> {
+        Ok(Self {
+            lag: GaugeVec::new(
+                Opts::new(
+                    "switchyard_consumer_lag",
+                    "Seconds between now and the newest event the consumer has written",
+                ),
+                &["consumer"],
+            )?,
+            rows: IntCounterVec::new(
+                Opts::new("switchyard_consumer_rows_written_total", "Rows written"),
+                &["consumer", "table"],
+            )?,
+            batches: IntCounterVec::new(
+                Opts::new("switchyard_consumer_batches_total", "Batches written"),
+                &["consumer"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new("switchyard_consumer_retries_total", "Writes retried"),
+                &["consumer"],
+            )?,
+            skipped: IntCounterVec::new(
+                Opts::new("switchyard_consumer_skipped_total", "Records skipped"),
+                &["consumer", "reason"],
+            )?,
+        })
+    }
+
+    /// The metrics, registered with `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self::new()?;
+        registry.register(Box::new(m.lag.clone()))?;
+        registry.register(Box::new(m.rows.clone()))?;
+        registry.register(Box::new(m.batches.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        registry.register(Box::new(m.skipped.clone()))?;
+        Ok(m)
+    }
+}
+
 /// The consumers `switchyard consume` knows, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Name {
@@ -57,13 +114,14 @@ impl InProcess {
         keys: &std::sync::Arc<crate::auth::KeyStore>,
         config: &crate::config::Config,
         memory: std::sync::Arc<spend::MemoryStore>,
+        metrics: ConsumerMetrics,
     ) -> Self {
         if !config.event_log.enabled || config.event_log.kafka.is_some() {
             return Self::default();
         }
         Self {
             budgets: Some(budgets::InProcess::spawn(topics.clone(), keys.clone(), config.timezone.clone())),
-            spend: Some(spend::InProcess::spawn(topics.clone(), config.clickhouse.clone(), memory)),
+            spend: Some(spend::InProcess::spawn(topics.clone(), config.clickhouse.clone(), memory, metrics)),
         }
     }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::ConsumerMetrics;
 use crate::clickhouse::queries::{DayFilter, DayRow, LogFilter, LogRow};
 use crate::clickhouse::rows::{
     block_of, block_start, rollup_keys, BlockRollup, DailySpendRow, Key, SpendLogRow, Totals, BLOCK,
@@ -46,6 +47,10 @@ struct Offset {
 #[derive(Default)]
 pub struct Batch {
     rows: Vec<SpendLogRow>,
+    /// Records that cannot be read: (key, value), for `<prefix>.dead_letters`.
+    dead: Vec<(String, Vec<u8>)>,
+    /// When the newest event read ended (ms since the epoch): the consumer's lag.
+    newest_ms: u64,
     /// The open block of each partition, rebuilt from its first offset.
     blocks: BTreeMap<i32, BlockRollup>,
     /// Blocks that closed since the last insert (their final rows are still to be written).
@@ -57,7 +62,15 @@ pub struct Batch {
 impl Batch {
     /// Adds one record of `<prefix>.events`.
     pub fn add(&mut self, record: &Record) {
-        let Some(row) = response_row(record) else { return };
+        let row = match read(record) {
+            Read::Row(row) => row,
+            Read::Other => return,
+            Read::Bad => {
+                self.dead.push((record.key.clone(), record.value.clone().unwrap_or_default()));
+                return;
+            }
+        };
+        self.newest_ms = self.newest_ms.max(row.start_time_ms.saturating_add(row.duration_ms as u64));
         let block = block_of(record.offset);
         let open = self.blocks.entry(record.partition).or_insert_with(|| BlockRollup::new(record.partition, block));
         if open.block != block {
@@ -85,32 +98,76 @@ impl Batch {
     /// After a successful insert: the rows are in; closed blocks are done.
     fn written(&mut self) {
         self.rows.clear();
+        self.dead.clear();
         self.closed.clear();
         self.touched = false;
     }
 }
 
-/// The spend log row of a response event; `None` for other events and for records that cannot
-/// be read (logged and skipped: a bad record never stops the consumer).
-fn response_row(record: &Record) -> Option<SpendLogRow> {
-    let value = record.value.as_ref()?;
+/// What a record of `<prefix>.events` is to the spend consumer.
+enum Read {
+    Row(SpendLogRow),
+    /// A request or deployment event.
+    Other,
+    /// Not an event this version can read (malformed, or an unknown schema version): logged,
+    /// counted and sent to `<prefix>.dead_letters`; it never stops the consumer.
+    Bad,
+}
+
+fn read(record: &Record) -> Read {
+    let Some(value) = record.value.as_ref() else { return Read::Other };
     if kind_hint(value).is_some_and(|k| k != "response") {
-        return None;
+        return Read::Other;
     }
     match Event::from_json(value) {
-        Ok(Event::Response(e)) => Some(SpendLogRow::of(&e)),
-        Ok(_) => None,
+        Ok(Event::Response(e)) if e.envelope.schema_version == crate::events::types::SCHEMA_VERSION => {
+            Read::Row(SpendLogRow::of(&e))
+        }
+        Ok(Event::Response(e)) => {
+            tracing::warn!(
+                offset = record.offset,
+                version = e.envelope.schema_version,
+                "an event of an unknown schema version; skipped"
+            );
+            Read::Bad
+        }
+        Ok(_) => Read::Other,
         Err(e) => {
             tracing::warn!(partition = record.partition, offset = record.offset, error = %e, "an event the spend consumer cannot read; skipped");
-            None
+            Read::Bad
         }
     }
 }
 
-/// Inserts a batch, then the position. Nothing is cleared on failure.
-async fn write(
+/// Where a batch goes.
+struct Sink<'a> {
+    client: &'a clickhouse::Client,
+    topics: &'a Topics,
+    metrics: &'a ConsumerMetrics,
+}
+
+/// Inserts a batch, then the position; bad records go to the dead-letter topic first. Nothing
+/// is cleared on failure.
+async fn write(sink: &Sink<'_>, batch: &mut Batch, position: &[(i32, i64)]) -> Result<(), String> {
+    for (key, value) in &batch.dead {
+        sink.topics.append("dead_letters", key, Some(value)).await.map_err(|e| format!("dead letters: {e}"))?;
+    }
+    insert(sink.client, batch, position).await.map_err(|e| e.to_string())?;
+    let m = sink.metrics;
+    m.rows.with_label_values(&[NAME, "spend_logs"]).inc_by(batch.rows.len() as u64);
+    m.skipped.with_label_values(&[NAME, "unreadable"]).inc_by(batch.dead.len() as u64);
+    m.batches.with_label_values(&[NAME]).inc();
+    if batch.newest_ms > 0 {
+        let now = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+        m.lag.with_label_values(&[NAME]).set(now.saturating_sub(batch.newest_ms) as f64 / 1000.0);
+    }
+    batch.written();
+    Ok(())
+}
+
+async fn insert(
     client: &clickhouse::Client,
-    batch: &mut Batch,
+    batch: &Batch,
     position: &[(i32, i64)],
 ) -> Result<(), clickhouse::error::Error> {
     if !batch.rows.is_empty() {
@@ -135,7 +192,6 @@ async fn write(
         insert.write(&Offset { consumer: NAME.into(), partition: *partition, next_offset, updated_at: now }).await?;
     }
     insert.end().await?;
-    batch.written();
     Ok(())
 }
 
@@ -153,8 +209,14 @@ async fn resume_from(client: &clickhouse::Client) -> Result<Start, clickhouse::e
 }
 
 /// Runs until `stop` turns true (then writes what it holds). ClickHouse errors are retried.
-pub async fn run(topics: Topics, clickhouse: ClickHouseConfig, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+pub async fn run(
+    topics: Topics,
+    clickhouse: ClickHouseConfig,
+    metrics: ConsumerMetrics,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
     let client = crate::clickhouse::client(&clickhouse);
+    let sink = Sink { client: &client, topics: &topics, metrics: &metrics };
     let start = loop {
         match resume_from(&client).await {
             Ok(start) => break start,
@@ -184,12 +246,13 @@ pub async fn run(topics: Topics, clickhouse: ClickHouseConfig, mut stop: watch::
         }
         let due = batch.len() >= BATCH_ROWS || since.elapsed() >= BATCH_TIME || stopping;
         if due && !batch.is_empty() {
-            match write(&client, &mut batch, &follower.position()).await {
+            match write(&sink, &mut batch, &follower.position()).await {
                 Ok(()) => {
                     since = Instant::now();
                     backoff = Duration::from_millis(200);
                 }
                 Err(e) => {
+                    metrics.retries.with_label_values(&[NAME]).inc();
                     tracing::warn!(error = %e, rows = batch.len(), ?backoff, "writing to ClickHouse failed; retrying");
                     if stopping {
                         return Err(format!("stopped with {} spend rows not written: {e}", batch.len()));
@@ -200,9 +263,14 @@ pub async fn run(topics: Topics, clickhouse: ClickHouseConfig, mut stop: watch::
                         if sleep_or_stop(&mut stop, backoff).await {
                             break;
                         }
-                        match write(&client, &mut batch, &follower.position()).await {
-                            Ok(()) => break,
+                        match write(&sink, &mut batch, &follower.position()).await {
+                            Ok(()) => {
+                                tracing::info!("ClickHouse is back: the spend consumer goes on");
+                                backoff = Duration::from_millis(200);
+                                break;
+                            }
                             Err(e) => {
+                                metrics.retries.with_label_values(&[NAME]).inc();
                                 tracing::warn!(error = %e, rows = batch.len(), ?backoff, "writing to ClickHouse failed; retrying")
                             }
                         }
@@ -235,11 +303,16 @@ pub struct InProcess {
 
 impl InProcess {
     /// Into ClickHouse when configured, else into `memory`.
-    pub fn spawn(topics: Topics, clickhouse: Option<ClickHouseConfig>, memory: std::sync::Arc<MemoryStore>) -> Self {
+    pub fn spawn(
+        topics: Topics,
+        clickhouse: Option<ClickHouseConfig>,
+        memory: std::sync::Arc<MemoryStore>,
+        metrics: ConsumerMetrics,
+    ) -> Self {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
             let result = match clickhouse {
-                Some(ch) => run(topics, ch, stopped).await,
+                Some(ch) => run(topics, ch, metrics, stopped).await,
                 None => run_memory(topics, memory, stopped).await,
             };
             if let Err(e) = result {
@@ -369,7 +442,7 @@ pub async fn run_memory(
             batch = follower.next_batch(BATCH_ROWS, Duration::from_millis(500)) => match batch {
                 Ok(records) => {
                     for record in records {
-                        if let Some(row) = response_row(&record) {
+                        if let Read::Row(row) = read(&record) {
                             store.add(row);
                         }
                     }

@@ -14,7 +14,8 @@ use switchyard::config::ClickHouseConfig;
 pub struct ClickHouse {
     pub url: String,
     dir: PathBuf,
-    child: Child,
+    ports: (u16, u16),
+    child: Option<Child>,
 }
 
 impl ClickHouse {
@@ -32,21 +33,38 @@ impl ClickHouse {
         // Under /tmp: every parent directory must be readable by the clickhouse user.
         let dir = PathBuf::from(format!("/tmp/switchyard-clickhouse-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut server = Self { url, dir, ports: (port, tcp_port), child: None };
+        server.resume();
+        Some(server)
+    }
+
+    /// (Re)starts the server on its ports and data, and waits until it answers.
+    pub fn resume(&mut self) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh");
         let child = Command::new("bash")
-            .args([script, dir.to_str().unwrap(), &port.to_string(), &tcp_port.to_string()])
+            .args([script, self.dir.to_str().unwrap(), &self.ports.0.to_string(), &self.ports.1.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let server = Self { url, dir, child };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while ureq_ok(&server.url).is_none() {
-            assert!(Instant::now() < deadline, "ClickHouse did not start (see {}/log)", server.dir.display());
+        while ureq_ok(&self.url).is_none() {
+            assert!(Instant::now() < deadline, "ClickHouse did not start (see {}/log)", self.dir.display());
             std::thread::sleep(Duration::from_millis(100));
         }
-        Some(server)
+    }
+
+    /// Stops the server (its data stays).
+    pub fn stop(&mut self) {
+        let _ = Command::new("pkill").args(["-TERM", "-f", &format!("{}/config.xml", self.dir.display())]).status();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        while ureq_ok(&self.url).is_some() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// A config for a database of its own.
@@ -73,9 +91,7 @@ fn ureq_ok(url: &str) -> Option<()> {
 
 impl Drop for ClickHouse {
     fn drop(&mut self) {
-        // The script execs the server, so the child is the server (or runuser in front of it).
-        let _ = Command::new("pkill").args(["-TERM", "-f", self.dir.to_str().unwrap_or("")]).status();
-        let _ = self.child.wait();
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -279,6 +295,85 @@ analytics: {{clickhouse: {{url: "{}", database: {}}}}}
         .await
         .unwrap();
     crate::support::error_of(bad, 400).await;
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A gateway config on the embedded log at `dir`, writing spend to `ch`.
+fn gateway_yaml(dir: &std::path::Path, ch: &ClickHouseConfig) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: priced
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{{mock}}", input_cost_per_token: 0.0000013, output_cost_per_token: 0.0000071}}
+general_settings: {{master_key: {}}}
+event_log: {{path: {}}}
+analytics: {{clickhouse: {{url: "{}", database: {}}}}}
+"#,
+        crate::support::KEY,
+        dir.display(),
+        ch.url,
+        ch.database
+    )
+}
+
+/// `n` calls; returns the sum of their cost headers in nano-dollars.
+async fn calls(gw: &crate::support::Gateway, n: usize) -> i64 {
+    let mut total = 0;
+    for i in 0..n {
+        let body =
+            serde_json::json!({"model": "priced", "messages": [{"role": "user", "content": format!("call {i}")}]});
+        let resp = gw.post("/v1/chat/completions", &body).await;
+        assert_eq!(resp.status(), 200);
+        let cost: f64 = resp.headers()["x-litellm-response-cost"].to_str().unwrap().parse().unwrap();
+        total += switchyard::budget::ledger::nanos(cost);
+    }
+    total
+}
+
+#[actix_web::test]
+async fn clickhouse_down_then_back_a_replay_into_a_fresh_database_and_bad_events_keep_totals_exact() {
+    let Some(mut server) = ClickHouse::start() else { return };
+    let ch = server.config();
+    switchyard::clickhouse::migrate::migrate(&ch).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("switchyard-ch-faults-{}", uuid::Uuid::new_v4()));
+    let gw = crate::support::start(&gateway_yaml(&dir, &ch)).await;
+    let mut expected = calls(&gw, 10).await;
+    let client = switchyard::clickhouse::client(&ch);
+    assert_eq!(rows_in(&client, 10).await.spend, expected);
+
+    // ClickHouse stops under load: calls go on, the consumer waits and retries, then catches up.
+    server.stop();
+    expected += calls(&gw, 30).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    gw.metrics_with(&["switchyard_consumer_retries_total", "consumer=\"spend\""]).await;
+    server.resume();
+    let sums = rows_in(&client, 40).await;
+    assert_eq!((sums.rows, sums.spend), (40, expected), "every call once after the outage");
+    gw.stop().await;
+
+    // Bad records on the log: skipped, counted, sent to the dead-letter topic.
+    {
+        let mut log =
+            switchyard::events::log::SegmentLog::open(&dir, 1 << 20, switchyard::events::log::FsyncPolicy::Always)
+                .unwrap();
+        log.append(b"{not json").unwrap();
+        log.append(br#"{"schema_version":99,"type":"response","request_id":"x"}"#).unwrap();
+        log.flush().unwrap();
+    }
+    let gw = crate::support::start(&gateway_yaml(&dir, &ch)).await;
+    expected += calls(&gw, 5).await;
+    let sums = rows_in(&client, 45).await;
+    assert_eq!((sums.rows, sums.spend), (45, expected));
+    gw.metrics_with(&["switchyard_consumer_skipped_total", "reason=\"unreadable\"", "} 2"]).await;
+    gw.stop().await;
+
+    // Replay: a fresh database, rebuilt from the log's first offset, holds the same totals.
+    let fresh = server.config();
+    switchyard::clickhouse::migrate::migrate(&fresh).await.unwrap();
+    let gw = crate::support::start(&gateway_yaml(&dir, &fresh)).await;
+    let replayed = rows_in(&switchyard::clickhouse::client(&fresh), 45).await;
+    assert_eq!((replayed.rows, replayed.spend), (45, expected));
     gw.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -97,7 +97,9 @@ pub(super) enum View {
 impl View {
     /// The key of an event of this view; `None` if the event is not one of its.
     fn key_of(self, json: &[u8]) -> Option<String> {
-        let fields = RouteFields::of(json)?;
+        // A record that is not an event at all shows in the events view, so its consumers see,
+        // count and set it aside rather than never knowing it was there.
+        let Some(fields) = RouteFields::of(json) else { return matches!(self, View::Events).then(String::new) };
         match (self, fields.kind.as_str()) {
             (View::Deployments, "deployment") => Some(fields.deployment_id.unwrap_or_default()),
             (View::Events, "deployment") | (View::Deployments, _) => None,
