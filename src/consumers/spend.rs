@@ -63,7 +63,7 @@ impl Batch {
     /// Adds one record of `<prefix>.events`.
     pub fn add(&mut self, record: &Record) {
         let row = match read(record) {
-            Read::Row(row) => row,
+            Read::Row(row) => *row,
             Read::Other => return,
             Read::Bad => {
                 self.dead.push((record.key.clone(), record.value.clone().unwrap_or_default()));
@@ -106,7 +106,7 @@ impl Batch {
 
 /// What a record of `<prefix>.events` is to the spend consumer.
 enum Read {
-    Row(SpendLogRow),
+    Row(Box<SpendLogRow>),
     /// A request or deployment event.
     Other,
     /// Not an event this version can read (malformed, or an unknown schema version): logged,
@@ -121,7 +121,7 @@ fn read(record: &Record) -> Read {
     }
     match Event::from_json(value) {
         Ok(Event::Response(e)) if e.envelope.schema_version == crate::events::types::SCHEMA_VERSION => {
-            Read::Row(SpendLogRow::of(&e))
+            Read::Row(Box::new(SpendLogRow::of(&e)))
         }
         Ok(Event::Response(e)) => {
             tracing::warn!(
@@ -443,7 +443,7 @@ pub async fn run_memory(
                 Ok(records) => {
                     for record in records {
                         if let Read::Row(row) = read(&record) {
-                            store.add(row);
+                            store.add(*row);
                         }
                     }
                 }
