@@ -56,10 +56,11 @@ impl ClickHouse {
         }
     }
 
-    /// Stops the server (its data stays).
+    /// Stops the server (its data stays): SIGTERM to the script's process (runuser, which
+    /// passes it on to the server; `Child::kill` would send SIGKILL, which it cannot).
     pub fn stop(&mut self) {
-        let _ = Command::new("pkill").args(["-TERM", "-f", &format!("{}/config.xml", self.dir.display())]).status();
         if let Some(mut child) = self.child.take() {
+            let _ = Command::new("bash").args(["-c", &format!("kill -TERM {}", child.id())]).status();
             let _ = child.wait();
         }
         while ureq_ok(&self.url).is_some() {

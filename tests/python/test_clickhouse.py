@@ -5,7 +5,6 @@ scripts/clickhouse.sh), read back with clickhouse-connect. Every call's cost hea
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -31,15 +30,16 @@ def clickhouse_server():
     proc = _Process(
         "clickhouse",
         ["bash", str(REPO_ROOT / "scripts" / "clickhouse.sh"), str(workdir), str(port), str(tcp)],
-        Path(f"/tmp/switchyard-py-clickhouse-{uuid.uuid4().hex[:8]}.log"),
+        workdir.with_suffix(".log"),
     )
     try:
         proc.wait_ready(f"http://127.0.0.1:{port}/?query=SELECT%201")
         yield f"http://127.0.0.1:{port}"
     finally:
-        subprocess.run(["pkill", "-TERM", "-f", f"{workdir}/config.xml"], check=False)
+        # SIGTERM to the script's process (runuser, which passes it on) stops the server.
         proc.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        workdir.with_suffix(".log").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
