@@ -330,18 +330,47 @@ impl Drop for InProcess {
 }
 
 /// Without ClickHouse (embedded log): the same rollups and the most recent spend log rows in
-/// memory, rebuilt from the log at start, for the spend endpoints.
+/// memory, for the spend endpoints. Built only once a spend endpoint is first called (reading
+/// every response event costs CPU per call, which a gateway whose spend nobody asks for should
+/// not pay), from the log's beginning; the first call waits until it has caught up.
 #[derive(Default)]
 pub struct MemoryStore {
     days: std::sync::Mutex<BTreeMap<Key, Totals>>,
     /// The newest rows, at most [`MEMORY_LOGS`].
     logs: std::sync::Mutex<std::collections::VecDeque<SpendLogRow>>,
+    /// Set by the first spend query: the consumer starts reading.
+    wanted: std::sync::atomic::AtomicBool,
+    /// Set once the consumer has read what the log held when it started.
+    ready: std::sync::atomic::AtomicBool,
+    changed: tokio::sync::Notify,
 }
+
+/// How long the first spend query waits for the history to be read.
+const FIRST_QUERY_WAIT: Duration = Duration::from_secs(30);
 
 /// Spend log rows kept in memory.
 pub const MEMORY_LOGS: usize = 10_000;
 
 impl MemoryStore {
+    /// Starts the consumer if it waits, and waits (bounded) until it has read the history.
+    pub async fn ready(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.wanted.swap(true, Ordering::AcqRel) {
+            self.changed.notify_waiters();
+        }
+        let deadline = tokio::time::Instant::now() + FIRST_QUERY_WAIT;
+        while !self.ready.load(Ordering::Acquire) {
+            let wait = self.changed.notified();
+            if self.ready.load(Ordering::Acquire) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     pub fn add(&self, row: SpendLogRow) {
         {
             let mut days = self.days.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -429,12 +458,23 @@ fn date_text(days: u16) -> String {
         .unwrap_or_default()
 }
 
-/// Follows the log from its beginning into `store` until `stop`.
+/// Once a spend query wants it, follows the log from its beginning into `store` until `stop`.
 pub async fn run_memory(
     topics: Topics,
     store: std::sync::Arc<MemoryStore>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    while !store.wanted.load(Ordering::Acquire) {
+        let wanted = store.changed.notified();
+        if store.wanted.load(Ordering::Acquire) {
+            break;
+        }
+        tokio::select! {
+            _ = wanted => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
     let mut follower =
         topics.follow("events", Start::Beginning).map_err(|e| format!("cannot follow the events: {e}"))?;
     loop {
@@ -445,6 +485,10 @@ pub async fn run_memory(
                         if let Read::Row(row) = read(&record) {
                             store.add(*row);
                         }
+                    }
+                    if !store.ready.load(Ordering::Relaxed) && follower.caught_up() {
+                        store.ready.store(true, Ordering::Release);
+                        store.changed.notify_waiters();
                     }
                 }
                 Err(e) => {

@@ -27,16 +27,28 @@ impl SpendSource {
     async fn days(&self, f: &DayFilter) -> Result<Vec<DayRow>, GatewayError> {
         match self {
             Self::ClickHouse(c) => queries::days(c, f).await.map_err(unavailable),
-            Self::Memory(m) => Ok(m.days(f)),
+            Self::Memory(m) => Ok(ready(m).await?.days(f)),
         }
     }
 
     async fn logs(&self, f: &LogFilter) -> Result<Vec<queries::LogRow>, GatewayError> {
         match self {
             Self::ClickHouse(c) => queries::logs(c, f).await.map_err(unavailable),
-            Self::Memory(m) => Ok(m.logs(f)),
+            Self::Memory(m) => Ok(ready(m).await?.logs(f)),
         }
     }
+}
+
+/// The in-memory store once it holds the history.
+async fn ready(m: &MemoryStore) -> Result<&MemoryStore, GatewayError> {
+    if m.ready().await {
+        return Ok(m);
+    }
+    Err(GatewayError::Denied {
+        status: 503,
+        kind: "service_unavailable",
+        message: "The spend history is still being read from the event log; try again shortly".into(),
+    })
 }
 
 fn client(gw: &Gateway) -> Result<&SpendSource, GatewayError> {
