@@ -11,6 +11,8 @@
 //!   on a long (~4 KB) one (every non-stream answer is parsed once for usage).
 //! - `cost/*`: `cost::Price::cost` (every successful call).
 //! - `prompt_len/*`: `openai::prompt_len` on a 6-message chat request (pre-call estimates).
+//! - `event/*`: reading a response event back (whole, or only its spend facts) and building its
+//!   spend row: what the in-process consumers pay per call on the embedded log.
 
 use std::hint::black_box;
 
@@ -201,5 +203,25 @@ fn bench_prompt_len(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_select, bench_sse, bench_response, bench_cost, bench_prompt_len);
+/// What an in-process consumer pays per call on the embedded log: reading a response event
+/// back from its JSON (the spend consumer, once asked), or only its spend facts (the budgets
+/// consumer, always), and the spend row and rollup keys the spend consumer builds.
+fn bench_event_read(c: &mut Criterion) {
+    let json = br#"{"schema_version":1,"event_id":"0b3c8f8e-6a53-4d3e-9c3a-2f4b5b6c7d8e","type":"response","request_id":"5b0c8f8e-6a53-4d3e-9c3a-2f4b5b6c7d8e","gateway_id":"vm-1234","timestamp":"2026-11-28T10:00:01.000Z","call_type":"acompletion","requested_model":"gpt-4o-mini","model_group":"gpt-4o-mini","api_key_hash":"88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b","key_alias":"search-app","user":"ann","team_id":"team-1","end_user":null,"tags":["nightly"],"metadata":{"tags":["nightly"]},"deployment_id":"mini-1","provider":"openai","upstream_model":"gpt-4o-mini","api_base":"http://127.0.0.1:4010/v1","status":"success","http_status":200,"error_type":null,"error_message":null,"attempts":1,"retries":0,"fallbacks":0,"stream":false,"completed":true,"start_time":"2026-11-28T10:00:00.990Z","end_time":"2026-11-28T10:00:01.000Z","first_token_time":null,"duration_ms":10.0,"overhead_ms":0.5,"prompt_tokens":12,"completion_tokens":9,"total_tokens":21,"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"reasoning_tokens":0,"cost":7.2e-06,"tokens_estimated":false,"cache_hit":false,"finish_reason":"stop","response":null}"#;
+    c.bench_function("event/read_response", |b| {
+        b.iter(|| switchyard::events::Event::from_json(black_box(json)).is_ok())
+    });
+    c.bench_function("event/read_spend_facts", |b| {
+        b.iter(|| switchyard::budget::follow::SpendFacts::of(black_box(json)).is_some())
+    });
+    let Ok(switchyard::events::Event::Response(event)) = switchyard::events::Event::from_json(json) else { return };
+    c.bench_function("event/spend_row_and_rollup_keys", |b| {
+        b.iter(|| {
+            let row = switchyard::clickhouse::rows::SpendLogRow::of(black_box(&event));
+            switchyard::clickhouse::rows::rollup_keys(&row).len()
+        })
+    });
+}
+
+criterion_group!(benches, bench_select, bench_sse, bench_response, bench_cost, bench_prompt_len, bench_event_read);
 criterion_main!(benches);

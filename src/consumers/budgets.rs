@@ -43,11 +43,10 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::auth::{KeyStore, Table};
-use crate::budget::follow::{event_time, fold};
+use crate::budget::follow::{fold, SpendFacts};
 use crate::budget::ledger::{Account, Ledger};
 use crate::budget::snapshot::{self, Resume, SpendRecord, GROUP};
 use crate::events::topics::{Append, Follower, Record, Start, TopicError, Topics};
-use crate::events::Event;
 
 /// How often the accounts charged since are published.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -86,18 +85,15 @@ impl Fold {
         if crate::events::types::kind_hint(value).is_some_and(|kind| kind != "response") {
             return;
         }
-        let event = match Event::from_json(value) {
-            Ok(Event::Response(event)) => event,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, offset = record.offset, "an event the budgets consumer cannot read; skipped");
-                return;
-            }
+        // Only what the fold needs is read: this runs for every call.
+        let Some(facts) = SpendFacts::of(value) else {
+            tracing::debug!(offset = record.offset, "an event the budgets consumer cannot read; skipped");
+            return;
         };
-        let at = event_time(&event.envelope, now);
+        let at = facts.at(now);
         let resume = self.resume.as_ref();
         let counts = |account: &Account| resume.is_none_or(|r| r.counts(account, record.partition, record.offset));
-        if let Some(charged) = fold(&self.table, &self.ledger, &event, at, counts) {
+        if let Some(charged) = fold(&self.table, &self.ledger, &facts.identity(), facts.cost, at, counts) {
             self.dirty.extend(charged);
         }
     }
@@ -291,7 +287,7 @@ mod tests {
     fn response(key: &str, cost: f64) -> Vec<u8> {
         let caller =
             CallerFields { api_key_hash: Some(key.into()), team_id: Some("t".into()), ..CallerFields::default() };
-        Event::Response(Box::new(crate::events::types::tests::response(caller, cost))).to_json()
+        crate::events::Event::Response(Box::new(crate::events::types::tests::response(caller, cost))).to_json()
     }
 
     /// The event log: keys `a` and `b` (team `t`) spend 1, 2, 3, … USD in turn.
