@@ -10,3 +10,4 @@ mod kafka;
 mod routing;
 mod streaming;
 mod support;
+mod upstream;
