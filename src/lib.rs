@@ -22,7 +22,8 @@
 //! - [`deployment`]: one actor per deployment owning its health (cooldown, rolling outcomes,
 //!   latency), with a pure state machine in `deployment::health`.
 //! - [`providers`]: one adapter per upstream wire format (OpenAI and its compatible family), and
-//!   the per-thread upstream HTTP client.
+//!   the upstream HTTP client (`providers::client`: hyper's HTTP/1.1 connection API, TLS by
+//!   rustls, one connection pool per thread).
 //! - [`openai`]: the OpenAI wire types the gateway reads, request bodies kept as the client's
 //!   bytes (`openai::request`), SSE splitting, mock answers.
 //! - [`failure`]: upstream failures and LiteLLM's error classes.

@@ -52,7 +52,7 @@ pub enum StartError {
     #[error(transparent)]
     Prices(#[from] PriceMapError),
     #[error("cannot build the upstream HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] crate::providers::client::BuildError),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
     #[error(transparent)]

@@ -79,22 +79,16 @@ fn is_provider_prefix(prefix: &str) -> bool {
 /// A deployment's upstream URL per endpoint, parsed once.
 #[derive(Debug, Clone)]
 pub struct EndpointUrls {
-    chat_completions: reqwest::Url,
-    completions: reqwest::Url,
-    embeddings: reqwest::Url,
+    chat_completions: UpstreamUrl,
+    completions: UpstreamUrl,
+    embeddings: UpstreamUrl,
 }
 
 impl EndpointUrls {
     /// `api_base` + each endpoint's path (`/chat/completions`, …), checked to be http(s).
     pub fn new(api_base: &str) -> Result<Self, String> {
-        let parse = |endpoint: Endpoint| {
-            let url = format!("{}{}", api_base.trim_end_matches('/'), endpoint.path());
-            let parsed = reqwest::Url::parse(&url).map_err(|e| format!("not a valid URL ({url}): {e}"))?;
-            match parsed.scheme() {
-                "http" | "https" => Ok(parsed),
-                other => Err(format!("unsupported scheme {other:?} in {url}")),
-            }
-        };
+        let parse =
+            |endpoint: Endpoint| UpstreamUrl::new(&format!("{}{}", api_base.trim_end_matches('/'), endpoint.path()));
         Ok(Self {
             chat_completions: parse(Endpoint::ChatCompletions)?,
             completions: parse(Endpoint::Completions)?,
@@ -102,12 +96,67 @@ impl EndpointUrls {
         })
     }
 
-    pub fn get(&self, endpoint: Endpoint) -> &reqwest::Url {
+    pub fn get(&self, endpoint: Endpoint) -> &UpstreamUrl {
         match endpoint {
             Endpoint::ChatCompletions => &self.chat_completions,
             Endpoint::Completions => &self.completions,
             Endpoint::Embeddings => &self.embeddings,
         }
+    }
+}
+
+/// One upstream URL, split once into what a call needs: where to connect, the `Host` header and
+/// the request target, so that no call parses or formats it again.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl {
+    /// The whole URL: for messages, and for the client that goes through a proxy.
+    pub url: url::Url,
+    pub tls: bool,
+    /// The host to connect to (an IPv6 address without its brackets) and its TLS server name.
+    pub host: Box<str>,
+    pub port: u16,
+    /// The `Host` header: the host, and the port unless it is the scheme's default.
+    pub authority: http::HeaderValue,
+    /// The request target: path and query (HTTP/1.1's origin form).
+    pub target: http::Uri,
+    /// `scheme://host:port`: the connections of one origin are interchangeable.
+    pub origin: std::sync::Arc<str>,
+}
+
+impl UpstreamUrl {
+    pub fn new(url: &str) -> Result<Self, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("not a valid URL ({url}): {e}"))?;
+        let tls = match parsed.scheme() {
+            "http" => false,
+            "https" => true,
+            other => return Err(format!("unsupported scheme {other:?} in {url}")),
+        };
+        let host = match parsed.host() {
+            Some(url::Host::Domain(name)) => name.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(format!("no host in {url}")),
+        };
+        let port = parsed.port_or_known_default().ok_or_else(|| format!("no port in {url}"))?;
+        let host_str = parsed.host_str().unwrap_or_default();
+        let authority = match parsed.port() {
+            Some(port) => format!("{host_str}:{port}"),
+            None => host_str.to_string(),
+        };
+        let target = match parsed.query() {
+            Some(query) => format!("{}?{query}", parsed.path()),
+            None => parsed.path().to_string(),
+        };
+        let invalid = |e: &dyn std::fmt::Display| format!("not a valid URL ({url}): {e}");
+        Ok(Self {
+            authority: http::HeaderValue::try_from(authority).map_err(|e| invalid(&e))?,
+            target: http::Uri::try_from(target).map_err(|e| invalid(&e))?,
+            origin: format!("{}://{host_str}:{port}", parsed.scheme()).into(),
+            host: host.into(),
+            port,
+            tls,
+            url: parsed,
+        })
     }
 }
 

@@ -98,19 +98,24 @@ impl Gateway {
 }
 
 /// Mounts every route. A path called with a method it does not serve is a 405 with the OpenAI
-/// error body. One resource per path: a resource with several paths is matched with a regex set,
-/// which the hot paths should not pay for.
+/// error body. Paths are matched in the order mounted, and a path with a parameter is matched
+/// with a regex: the hot static paths come first, so that they never pay for one. One resource
+/// per path: a resource with several paths is matched with a regex set.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for prefix in ["", "/v1"] {
         post(cfg, format!("{prefix}/chat/completions"), web::post().to(proxy::chat_completions));
         post(cfg, format!("{prefix}/completions"), web::post().to(proxy::completions));
         post(cfg, format!("{prefix}/embeddings"), web::post().to(proxy::embeddings));
-        // OpenAI's engine-style path, which some clients still use: the path names the model.
-        post(cfg, format!("{prefix}/engines/{{model}}/chat/completions"), web::post().to(proxy::chat_completions));
+    }
+    for prefix in ["", "/v1"] {
         get(cfg, format!("{prefix}/models"), web::get().to(models::list));
-        get(cfg, format!("{prefix}/models/{{model:.+}}"), web::get().to(models::retrieve));
         get(cfg, format!("{prefix}/model/info"), web::get().to(models::model_info));
         get(cfg, format!("{prefix}/model_group/info"), web::get().to(models::model_group_info));
+    }
+    for prefix in ["", "/v1"] {
+        // OpenAI's engine-style path, which some clients still use: the path names the model.
+        post(cfg, format!("{prefix}/engines/{{model}}/chat/completions"), web::post().to(proxy::chat_completions));
+        get(cfg, format!("{prefix}/models/{{model:.+}}"), web::get().to(models::retrieve));
     }
     admin_routes(cfg);
     get(cfg, "/spend/logs".into(), web::get().to(spend::logs));

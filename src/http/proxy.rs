@@ -439,29 +439,48 @@ struct Headers<'a> {
 }
 
 impl Headers<'_> {
-    /// Sets LiteLLM's headers on an answer. Names are static and numbers are formatted without
-    /// going through floats or `String`s: this runs for every answer.
+    /// Sets LiteLLM's headers on an answer. Names are constants and numbers are formatted
+    /// without going through floats or `String`s: this runs for every answer.
     fn write(&self, out: &mut HeaderMap) {
-        let mut set = |name: &'static str, value: HeaderValue| {
-            out.insert(HeaderName::from_static(name), value);
-        };
-        set("x-litellm-call-id", header_value(&self.trace.call_id));
-        set("x-litellm-version", HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
-        set("x-litellm-response-duration-ms", ms(self.total));
-        set("x-litellm-overhead-duration-ms", ms(self.total.saturating_sub(self.upstream)));
-        set("x-litellm-attempted-retries", HeaderValue::from(self.retries));
-        set("x-litellm-attempted-fallbacks", HeaderValue::from(self.fallbacks));
-        set("x-litellm-max-fallbacks", HeaderValue::from(self.max_fallbacks));
+        const CALL_ID: HeaderName = HeaderName::from_static("x-litellm-call-id");
+        const VERSION: HeaderName = HeaderName::from_static("x-litellm-version");
+        const RESPONSE_MS: HeaderName = HeaderName::from_static("x-litellm-response-duration-ms");
+        const OVERHEAD_MS: HeaderName = HeaderName::from_static("x-litellm-overhead-duration-ms");
+        const RETRIES: HeaderName = HeaderName::from_static("x-litellm-attempted-retries");
+        const FALLBACKS: HeaderName = HeaderName::from_static("x-litellm-attempted-fallbacks");
+        const MAX_FALLBACKS: HeaderName = HeaderName::from_static("x-litellm-max-fallbacks");
+        const MODEL_GROUP: HeaderName = HeaderName::from_static("x-litellm-model-group");
+        const MODEL_ID: HeaderName = HeaderName::from_static("x-litellm-model-id");
+        const API_BASE: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
+        const COST: HeaderName = HeaderName::from_static("x-litellm-response-cost");
+        // The table grows once, not once per doubling.
+        out.reserve(11);
+        out.insert(CALL_ID, header_value(&self.trace.call_id));
+        out.insert(VERSION, HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
+        out.insert(RESPONSE_MS, ms(self.total));
+        out.insert(OVERHEAD_MS, ms(self.total.saturating_sub(self.upstream)));
+        out.insert(RETRIES, count(self.retries as usize));
+        out.insert(FALLBACKS, count(self.fallbacks as usize));
+        out.insert(MAX_FALLBACKS, count(self.max_fallbacks));
         if let Some(group) = self.group {
-            set("x-litellm-model-group", header_value(group));
+            out.insert(MODEL_GROUP, header_value(group));
         }
         if let Some(d) = self.deployment {
-            set("x-litellm-model-id", d.id_header().clone());
-            set("x-litellm-model-api-base", d.api_base_header().clone());
+            out.insert(MODEL_ID, d.id_header().clone());
+            out.insert(API_BASE, d.api_base_header().clone());
         }
         if let Some(cost) = self.cost {
-            set("x-litellm-response-cost", header_value(&cost.to_string()));
+            out.insert(COST, header_value(&cost.to_string()));
         }
+    }
+}
+
+/// A count as a header value; the usual small ones without an allocation.
+fn count(n: usize) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(n) {
+        Some(digit) => HeaderValue::from_static(digit),
+        None => HeaderValue::from(n),
     }
 }
 
@@ -507,6 +526,14 @@ mod tests {
         assert_eq!(ms(Duration::from_micros(12_345)), "12.345");
         assert_eq!(ms(Duration::from_micros(7)), "0.007");
         assert_eq!(ms(Duration::from_secs(3600)), "3600000.000");
+    }
+
+    #[test]
+    fn counts_are_decimal() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(9), "9");
+        assert_eq!(count(10), "10");
+        assert_eq!(count(123), "123");
     }
 
     #[test]

@@ -22,7 +22,6 @@ use crate::error::error_body;
 use crate::failure::{FailureKind, UpstreamFailure};
 use crate::openai::sse::{self, EventSplitter};
 use crate::openai::{ResponseView, TokenUsage};
-use crate::providers::transport_failure;
 
 /// What the client received, reported once when the relay ends or is dropped.
 #[derive(Debug, Default)]
@@ -45,7 +44,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
 pub struct Relay {
-    upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    upstream: BoxStream<'static, Result<Bytes, UpstreamFailure>>,
     splitter: EventSplitter,
     out: VecDeque<Bytes>,
     strip_usage: bool,
@@ -68,7 +67,7 @@ impl Relay {
     /// `strip_usage`: drop the usage-only chunk (the client did not ask for `include_usage`).
     /// `idle_timeout`: the longest wait for the next upstream bytes.
     pub fn new(
-        upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+        upstream: BoxStream<'static, Result<Bytes, UpstreamFailure>>,
         strip_usage: bool,
         idle_timeout: Duration,
         on_end: OnEnd,
@@ -206,7 +205,7 @@ impl Stream for Relay {
                         }
                     }
                 }
-                Poll::Ready(Some(Err(e))) => this.fail(transport_failure(e)),
+                Poll::Ready(Some(Err(failure))) => this.fail(failure),
                 Poll::Ready(None) => {
                     if let Some(rest) = this.splitter.take_rest() {
                         if sse::event_data(&rest).is_some() {
@@ -282,7 +281,7 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    fn upstream(parts: &[&'static str]) -> BoxStream<'static, Result<Bytes, reqwest::Error>> {
+    fn upstream(parts: &[&'static str]) -> BoxStream<'static, Result<Bytes, UpstreamFailure>> {
         let parts: Vec<_> = parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect();
         futures_util::stream::iter(parts).boxed()
     }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
-use reqwest::header::HeaderMap;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use crate::config::providers::Family;
@@ -25,8 +25,9 @@ pub use crate::openai::Endpoint;
 
 /// One upstream wire format.
 pub trait Provider: Send + Sync + 'static {
-    /// Adds the deployment's credentials to an upstream request.
-    fn authorize(&self, request: reqwest::RequestBuilder, d: &DeploymentConfig) -> reqwest::RequestBuilder;
+    /// Adds the deployment's credentials to an upstream request's headers; an error says why
+    /// they cannot be sent.
+    fn authorize(&self, headers: &mut HeaderMap, d: &DeploymentConfig) -> Result<(), String>;
 
     /// The upstream request body for an OpenAI-shaped `body`, with `overrides` replacing (or
     /// adding) top-level keys. By default the body is the client's bytes with the upstream model
@@ -63,7 +64,7 @@ pub struct UpstreamReply {
 pub enum ReplyBody {
     Complete(Bytes),
     /// Server-sent events, as the upstream sends them.
-    Stream(BoxStream<'static, Result<Bytes, reqwest::Error>>),
+    Stream(BoxStream<'static, Result<Bytes, UpstreamFailure>>),
 }
 
 /// One upstream call.
@@ -82,7 +83,7 @@ pub struct Call<'a> {
 }
 
 /// Sends one attempt.
-pub async fn call(client: &reqwest::Client, call: &Call<'_>) -> Result<UpstreamReply, UpstreamFailure> {
+pub async fn call(client: &client::Client, call: &Call<'_>) -> Result<UpstreamReply, UpstreamFailure> {
     let &Call { deployment: d, model, endpoint, body, overrides, stream, timeout } = call;
     // A credential from an unset environment variable: fail like the upstream would without it
     // (an authentication error: not retried, and the deployment cools down).
@@ -93,17 +94,14 @@ pub async fn call(client: &reqwest::Client, call: &Call<'_>) -> Result<UpstreamR
     let payload = adapter
         .encode_request(d, model, body, overrides)
         .map_err(|e| UpstreamFailure::new(FailureKind::Malformed, e.to_string()))?;
-    let request = adapter
-        .authorize(client.post(d.urls.get(endpoint).clone()), d)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(payload);
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    adapter.authorize(&mut headers, d).map_err(|message| UpstreamFailure::new(FailureKind::Connection, message))?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let response = tokio::time::timeout_at(deadline, request.send())
+    let response = tokio::time::timeout_at(deadline, client.post(d.urls.get(endpoint), headers, payload.into()))
         .await
-        .map_err(|_| timed_out(timeout))?
-        .map_err(transport_failure)?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
+        .map_err(|_| timed_out(timeout))??;
+    let client::Response { status, headers, body: response } = response;
     if !(200..300).contains(&status) {
         let retry_after = retry_after(&headers);
         let body =
@@ -119,7 +117,7 @@ pub async fn call(client: &reqwest::Client, call: &Call<'_>) -> Result<UpstreamR
         });
     }
     if stream {
-        if let Some(kind) = headers.get(reqwest::header::CONTENT_TYPE).filter(|ct| !is_event_stream(ct.as_bytes())) {
+        if let Some(kind) = headers.get(CONTENT_TYPE).filter(|ct| !is_event_stream(ct.as_bytes())) {
             // A 200 that is not a stream (a proxy's error page, a JSON body) is a failed call.
             let kind = String::from_utf8_lossy(kind.as_bytes()).into_owned();
             let body =
@@ -132,12 +130,9 @@ pub async fn call(client: &reqwest::Client, call: &Call<'_>) -> Result<UpstreamR
                 ),
             ));
         }
-        return Ok(UpstreamReply { headers, body: ReplyBody::Stream(response.bytes_stream().boxed()) });
+        return Ok(UpstreamReply { headers, body: ReplyBody::Stream(response.into_stream()) });
     }
-    let bytes = tokio::time::timeout_at(deadline, response.bytes())
-        .await
-        .map_err(|_| timed_out(timeout))?
-        .map_err(transport_failure)?;
+    let bytes = tokio::time::timeout_at(deadline, response.bytes()).await.map_err(|_| timed_out(timeout))??;
     let bytes = adapter.transform_response(bytes)?;
     Ok(UpstreamReply { headers, body: ReplyBody::Complete(bytes) })
 }
@@ -149,20 +144,6 @@ fn is_event_stream(content_type: &[u8]) -> bool {
 
 fn timed_out(timeout: Duration) -> UpstreamFailure {
     UpstreamFailure::new(FailureKind::Timeout, format!("upstream did not answer within {:.1}s", timeout.as_secs_f64()))
-}
-
-pub fn transport_failure(e: reqwest::Error) -> UpstreamFailure {
-    if e.is_timeout() {
-        return UpstreamFailure::new(FailureKind::Timeout, e.to_string());
-    }
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    UpstreamFailure::new(FailureKind::Connection, message)
 }
 
 /// The upstream's error message: `error.message` of an OpenAI error body, else the body text.
@@ -184,7 +165,7 @@ fn upstream_message(status: u16, body: &[u8]) -> String {
 
 /// `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<f64>() {
         return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs.min(3600.0)));
     }

@@ -1,7 +1,8 @@
 //! OpenAI's API, and every provider that speaks it and differs only in base URL and key (the
 //! list is in [`crate::config::providers`]).
 
-use reqwest::RequestBuilder;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
 
 use super::Provider;
@@ -11,10 +12,12 @@ use crate::config::DeploymentConfig;
 pub struct OpenAi;
 
 impl Provider for OpenAi {
-    fn authorize(&self, request: RequestBuilder, d: &DeploymentConfig) -> RequestBuilder {
-        match &d.api_key {
-            Some(key) => request.bearer_auth(key.expose_secret()),
-            None => request,
-        }
+    fn authorize(&self, headers: &mut HeaderMap, d: &DeploymentConfig) -> Result<(), String> {
+        let Some(key) = &d.api_key else { return Ok(()) };
+        let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose_secret()))
+            .map_err(|_| format!("the API key of deployment {} cannot be sent in a header", d.id))?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+        Ok(())
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use reqwest::header::HeaderMap;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::HeaderMap;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -69,7 +70,7 @@ pub enum Reply {
     /// Upstream server-sent events, to be relayed as they come; the relay settles the attempt
     /// when the stream ends.
     Stream {
-        events: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+        events: BoxStream<'static, Result<Bytes, UpstreamFailure>>,
         attempt: Attempt,
     },
 }
@@ -481,7 +482,7 @@ fn mock_reply(req: &CallRequest, model: &str, text: &str) -> Result<UpstreamRepl
     let prompt_tokens = req.input_tokens;
     let usage = TokenUsage::new(prompt_tokens, openai::estimate_tokens(text.len()));
     let mut headers = HeaderMap::new();
-    headers.insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let body = match (req.endpoint, req.stream) {
         (Endpoint::Embeddings, _) => {
             let inputs = match req.body.get("input") {

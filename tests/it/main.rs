@@ -15,3 +15,4 @@ mod spend;
 mod streaming;
 mod support;
 mod topics;
+mod upstream;
