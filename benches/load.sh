@@ -18,6 +18,7 @@
 #   KEEP=1 (keep the temp dir with configs, logs and raw wrk output)
 #   UPSTREAM=nginx (the upstream is an nginx answering a fixed completion instead of the mock)
 #   BIN_BASE=path (also measure that build, 1 worker, as base-w1: before/after in one run).
+#   VKEY=1 (also measure 1 worker with a virtual key with a budget and an rpm limit, as vkey-w1).
 # Needs: wrk, nginx (nginx-light is enough), curl (optional smoke check), ss (optional).
 # Everything listens on 127.0.0.1 on ports picked here; everything started is stopped on exit.
 set -euo pipefail
@@ -194,7 +195,7 @@ put() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; }
 
 # wrk run: label url conns secs -> the RESULT line's key=value pairs
 wrk_run() {
-    "$WRK" -t"$THREADS" -c"$3" -d"$4"s --timeout 5s -s "$TMP/post.lua" "$2" >"$TMP/wrk-$1.txt" 2>&1 ||
+    "$WRK" -t"$THREADS" -c"$3" -d"$4"s --timeout 5s -s "${WRK_SCRIPT:-$TMP/post.lua}" "$2" >"$TMP/wrk-$1.txt" 2>&1 ||
         die "wrk failed on $1: $(tail -5 "$TMP/wrk-$1.txt")"
     grep '^RESULT ' "$TMP/wrk-$1.txt" | sed 's/^RESULT //' || die "no RESULT from wrk on $1"
 }
@@ -381,6 +382,21 @@ for run in $(seq "$RUNS"); do
         forget_pid "$GW_PID"
     done
 
+    # VKEY=1: the same load with a virtual key (a budget and an rpm limit it never reaches) in
+    # place of the master key, 1 worker: what key lookup, budgets and limits cost a request.
+    if [[ -n ${VKEY:-} ]]; then
+        port=$(pick_port)
+        start_gateway 1 "$port" vkey-w1
+        vkey=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$port/key/generate" -H "Authorization: Bearer $KEY" \
+            -H 'content-type: application/json' -d "{\"key_alias\": \"bench-$run\", \"max_budget\": 1000000, \"rpm_limit\": 1000000000}" |
+            sed -n 's/.*"key":"\(sk-[^"]*\)".*/\1/p')
+        [[ -n $vkey ]] || die "could not generate a virtual key"
+        sed "s/Bearer $KEY/Bearer $vkey/" "$TMP/post.lua" >"$TMP/post-vkey.lua"
+        WRK_SCRIPT=$TMP/post-vkey.lua measure "$run" vkey-w1 "http://127.0.0.1:$port/v1/chat/completions" "$GW_PID"
+        stop_pid "$GW_PID"
+        forget_pid "$GW_PID"
+    fi
+
     # BIN_BASE: the same load on another build (e.g. before a change), 1 worker, same run.
     if [[ -n ${BIN_BASE:-} ]]; then
         port=$(pick_port)
@@ -408,7 +424,7 @@ awk -F'\t' -v runs="$RUNS" -v conns="$CONNS" -v light="$LIGHT" '
     function ms(us) { return us < 0 ? "-" : sprintf("%.2f", us / 1000) }
     function met(ok) { return ok ? "MET" : "NOT MET" }
     END {
-        nt = split("direct nginx-w1 nginx-w2 gw-w1 gw-w2 base-w1", T, " ")
+        nt = split("direct nginx-w1 nginx-w2 gw-w1 gw-w2 base-w1 vkey-w1", T, " ")
         printf "Medians of %d run(s); %d connections; latency in ms.\n\n", runs, conns
         printf "| target | req/s | p50 | p99 | p99.9 | 1-conn p50 | 1-conn p99 | overhead hdr p50 / p99 | proxy CPU us/req | mock CPU us/req | machine busy |\n"
         printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
@@ -454,4 +470,8 @@ awk -F'\t' -v runs="$RUNS" -v conns="$CONNS" -v light="$LIGHT" '
             printf "Before (BIN_BASE) -> after, 1 worker: req/s %.0f -> %.0f (%.2fx nginx -> %.2fx), CPU per request %s -> %s us\n",
                 g("base-w1", "rps"), g("gw-w1", "rps"), g("base-w1", "rps") / g("nginx-w1", "rps"), g("gw-w1", "rps") / g("nginx-w1", "rps"),
                 g("base-w1", "proxy_cpu_us_per_req"), g("gw-w1", "proxy_cpu_us_per_req")
+        if (g("vkey-w1", "rps") > 0)
+            printf "Virtual key vs master key, 1 worker: req/s %.0f vs %.0f (%.3fx; target >= 0.95x: %s), CPU per request %s vs %s us\n",
+                g("vkey-w1", "rps"), g("gw-w1", "rps"), g("vkey-w1", "rps") / g("gw-w1", "rps"), met(g("vkey-w1", "rps") >= 0.95 * g("gw-w1", "rps")),
+                g("vkey-w1", "proxy_cpu_us_per_req"), g("gw-w1", "proxy_cpu_us_per_req")
     }' "$MED"

@@ -10,12 +10,12 @@ use super::entity::{EndUserRecord, Entity, EntityId, KeyRecord, TeamRecord, User
 
 #[derive(Default)]
 pub struct Table {
-    keys: DashMap<String, Arc<KeyRecord>>,
+    keys: DashMap<String, Arc<KeyRecord>, foldhash::fast::RandomState>,
     /// key_alias → key hash: aliases are unique, and `/key/delete` takes them.
-    aliases: DashMap<String, String>,
-    teams: DashMap<String, Arc<TeamRecord>>,
-    users: DashMap<String, Arc<UserRecord>>,
-    end_users: DashMap<String, Arc<EndUserRecord>>,
+    aliases: DashMap<String, String, foldhash::fast::RandomState>,
+    teams: DashMap<String, Arc<TeamRecord>, foldhash::fast::RandomState>,
+    users: DashMap<String, Arc<UserRecord>, foldhash::fast::RandomState>,
+    end_users: DashMap<String, Arc<EndUserRecord>, foldhash::fast::RandomState>,
 }
 
 impl Table {

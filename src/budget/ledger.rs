@@ -129,14 +129,14 @@ impl Default for Tally {
 
 /// Every account's spend and reservations; shared by the handlers and the log follower.
 pub struct Ledger {
-    tallies: DashMap<Account, Tally>,
-    reserved: DashMap<Account, AtomicI64>,
+    tallies: DashMap<Account, Tally, foldhash::fast::RandomState>,
+    reserved: DashMap<Account, AtomicI64, foldhash::fast::RandomState>,
     tz: TimeZone,
 }
 
 impl Ledger {
     pub fn new(tz: TimeZone) -> Self {
-        Self { tallies: DashMap::new(), reserved: DashMap::new(), tz }
+        Self { tallies: DashMap::default(), reserved: DashMap::default(), tz }
     }
 
     pub fn timezone(&self) -> &TimeZone {
@@ -156,7 +156,11 @@ impl Ledger {
             return;
         }
         let start = self.window_start(policy, at);
-        let mut tally = self.tallies.entry(account.clone()).or_default();
+        // The common case finds the account: no key is cloned for it.
+        let mut tally = match self.tallies.get_mut(account) {
+            Some(t) => t,
+            None => self.tallies.entry(account.clone()).or_default(),
+        };
         if tally.window_start < start {
             *tally = Tally { window_start: start, spent: 0 };
         }
@@ -193,7 +197,10 @@ impl Ledger {
 
     pub fn reserve(&self, account: &Account, amount: i64) {
         if amount != 0 {
-            self.reserved.entry(account.clone()).or_default().fetch_add(amount, Ordering::Relaxed);
+            match self.reserved.get(account) {
+                Some(r) => r.fetch_add(amount, Ordering::Relaxed),
+                None => self.reserved.entry(account.clone()).or_default().fetch_add(amount, Ordering::Relaxed),
+            };
         }
     }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use crate::auth::entity::{Limits, SpendStart};
+use crate::auth::entity::{EndUserRecord, KeyRecord, Limits, SpendStart, TeamRecord, UserRecord};
 use crate::auth::Table;
 use crate::error::GatewayError;
 use ledger::{usd, Account, Ledger, Policy};
@@ -75,14 +75,44 @@ fn charge(account: Account, limits: &Limits, start: SpendStart, owner: Owner) ->
 /// Every account a call is charged to, in LiteLLM's order of budget checks.
 pub struct Charges(pub Vec<Charge>);
 
-impl Charges {
+/// The records a call's charges and limits come from, looked up once: from the caller on
+/// the request path (which already holds them), from the key table for an event.
+#[derive(Debug, Clone, Default)]
+pub struct Parties<'a> {
+    /// After a regeneration, the key that replaced the presented one.
+    pub key: Option<Arc<KeyRecord>>,
+    pub team: Option<Arc<TeamRecord>>,
+    pub user: Option<Arc<UserRecord>>,
+    pub end_user: Option<Arc<EndUserRecord>>,
+    /// The key's user id: a team member is charged even without a user record.
+    pub user_id: Option<&'a str>,
+    pub model_group: Option<&'a str>,
+}
+
+impl<'a> Parties<'a> {
     /// Only entities the table knows are charged (an end user without a record has no budget).
+    pub fn lookup(table: &Table, who: &Identity<'a>) -> Self {
+        Self {
+            key: who.key_hash.and_then(|h| table.effective_key(h)),
+            team: who.team_id.and_then(|t| table.team(t)),
+            user: who.user_id.and_then(|u| table.user(u)),
+            end_user: who.end_user.and_then(|e| table.end_user(e)),
+            user_id: who.user_id,
+            model_group: who.model_group,
+        }
+    }
+}
+
+impl Charges {
     pub fn of(table: &Table, who: &Identity) -> Self {
+        Self::of_parties(&Parties::lookup(table, who))
+    }
+
+    pub fn of_parties(p: &Parties) -> Self {
         let mut out = Vec::new();
-        let key = who.key_hash.and_then(|h| table.effective_key(h));
-        if let Some(key) = &key {
+        if let Some(key) = &p.key {
             out.push(charge(Account::Key(key.token.clone()), &key.limits, key.spend_start, Owner::Key));
-            if let Some((model, budget)) = who.model_group.and_then(|m| key.model_max_budget.get_key_value(m)) {
+            if let Some((model, budget)) = p.model_group.and_then(|m| key.model_max_budget.get_key_value(m)) {
                 out.push(Charge {
                     account: Account::KeyModel(key.token.clone(), model.clone()),
                     policy: policy(budget.time_period.as_deref(), key.spend_start),
@@ -96,8 +126,7 @@ impl Charges {
                 });
             }
         }
-        let team = who.team_id.and_then(|t| table.team(t));
-        if let Some(team) = &team {
+        if let Some(team) = &p.team {
             out.push(charge(
                 Account::Team(team.team_id.clone()),
                 &team.limits,
@@ -105,7 +134,7 @@ impl Charges {
                 Owner::Team(team.team_id.clone()),
             ));
         }
-        if let Some(user) = who.user_id.and_then(|u| table.user(u)) {
+        if let Some(user) = &p.user {
             out.push(charge(
                 Account::User(user.user_id.clone()),
                 &user.limits,
@@ -113,7 +142,7 @@ impl Charges {
                 Owner::User(user.user_id.clone()),
             ));
         }
-        if let (Some(team), Some(user)) = (&team, who.user_id) {
+        if let (Some(team), Some(user)) = (&p.team, p.user_id) {
             let member = team.member(user);
             let max = member.and_then(|m| m.max_budget_in_team).or(team.team_member_budget);
             let limits =
@@ -125,7 +154,7 @@ impl Charges {
                 Owner::TeamMember { team: team.team_id.clone(), user: user.to_string() },
             ));
         }
-        if let Some(end_user) = who.end_user.and_then(|e| table.end_user(e)) {
+        if let Some(end_user) = &p.end_user {
             out.push(charge(
                 Account::EndUser(end_user.user_id.clone()),
                 &end_user.limits,

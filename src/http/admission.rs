@@ -12,10 +12,10 @@ use crate::auth::entity::KeyRecord;
 use crate::auth::Caller;
 use crate::budget::ledger::{usd, Account, Policy};
 use crate::budget::window::Window;
-use crate::budget::{worst_case, Charges, Identity, Reservation};
+use crate::budget::{worst_case, Charges, Parties, Reservation};
 use crate::error::GatewayError;
 use crate::events::types::CallerFields;
-use crate::limits::{limits_of, Admitted};
+use crate::limits::{limits_of_parties, Admitted};
 use crate::openai::request::RequestBody;
 
 /// An admitted call's hold on its budgets and limits, released when dropped.
@@ -62,7 +62,8 @@ pub fn admit(
     caller.check_model(call.model, call.group)?;
     caller.check_expiry(now)?;
     let table = &gw.auth.table;
-    if let Some(e) = end_user.and_then(|e| table.end_user(e)) {
+    let end_user_record = end_user.and_then(|e| table.end_user(e));
+    if let Some(e) = &end_user_record {
         if e.blocked {
             return Err(GatewayError::Denied {
                 status: 401,
@@ -78,21 +79,23 @@ pub fn admit(
         // The master key and an open gateway have no budgets or limits.
         return Ok((Admission::default(), 0.0));
     };
-    let who = Identity {
-        key_hash: Some(&key.token),
-        team_id: key.team_id.as_deref(),
+    // The caller already holds its key, team and user: only the end user is looked up.
+    let parties = Parties {
+        key: Some(key.clone()),
+        team: caller.team.clone(),
+        user: caller.user.clone(),
+        end_user: end_user_record,
         user_id: key.user_id.as_deref(),
-        end_user,
         model_group: call.group,
     };
-    let charges = Charges::of(table, &who);
+    let charges = Charges::of_parties(&parties);
     let (price, max_output) = price_of(gw, call.group);
     // LiteLLM skips budget checks for models whose configured cost is zero.
     let free = price.is_some_and(|p| p.input == 0.0 && p.output == 0.0);
     if !free {
         gw.budgets.check(&charges, now)?;
     }
-    let limits = gw.limiter.admit(limits_of(table, &who), now.as_second())?;
+    let limits = gw.limiter.admit(limits_of_parties(&parties), now.as_second())?;
     let max_tokens = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| body_u64(call.body, k)).or(max_output);
     let amount = worst_case(call.input_tokens, max_tokens, price.as_ref());
     let reservation = gw.budgets.reserve(charges, amount);
@@ -132,7 +135,8 @@ impl Admission {
         let Some(key) = &self.key else { return };
         let window = key.limits.budget_duration.as_deref().and_then(|d| Window::parse(d).ok());
         let policy = Policy { window, start: key.spend_start };
-        let spent = usd(gw.budgets.ledger.spent(&Account::Key(key.token.clone()), &policy, Timestamp::now()));
+        let now = Timestamp::now();
+        let spent = usd(gw.budgets.ledger.spent(&Account::Key(key.token.clone()), &policy, now));
         let mut set = |name: &'static str, value: String| {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 out.insert(HeaderName::from_static(name), v);
@@ -143,7 +147,7 @@ impl Admission {
             set("x-litellm-key-max-budget", max.to_string());
         }
         if let Some(l) = &self.limits {
-            l.headers(Timestamp::now().as_second(), out);
+            l.headers(now.as_second(), out);
         }
     }
 }

@@ -17,7 +17,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use dashmap::DashMap;
 
 use crate::auth::Table;
-use crate::budget::Identity;
+use crate::budget::{Identity, Parties};
 use crate::error::GatewayError;
 
 /// What a limit is on (LiteLLM's descriptors).
@@ -44,6 +44,29 @@ impl Scope {
         }
     }
 
+    /// `x-ratelimit-<descriptor>-{remaining,limit}-{requests,tokens}`, without formatting them
+    /// per answer.
+    fn header_names(&self) -> [&'static str; 4] {
+        macro_rules! names {
+            ($d:literal) => {
+                [
+                    concat!("x-ratelimit-", $d, "-remaining-requests"),
+                    concat!("x-ratelimit-", $d, "-limit-requests"),
+                    concat!("x-ratelimit-", $d, "-remaining-tokens"),
+                    concat!("x-ratelimit-", $d, "-limit-tokens"),
+                ]
+            };
+        }
+        match self {
+            Self::ApiKey(_) => names!("api_key"),
+            Self::ModelPerKey(..) => names!("model_per_key"),
+            Self::User(_) => names!("user"),
+            Self::Team(_) => names!("team"),
+            Self::TeamMember(..) => names!("team_member"),
+            Self::EndUser(_) => names!("end_user"),
+        }
+    }
+
     fn value(&self) -> String {
         match self {
             Self::ApiKey(v) | Self::User(v) | Self::Team(v) | Self::EndUser(v) => v.clone(),
@@ -64,39 +87,59 @@ pub struct Limit {
 
 /// The limits that apply to a call, from the key table.
 pub fn limits_of(table: &Table, who: &Identity) -> Vec<Limit> {
+    limits_of_parties(&Parties::lookup(table, who))
+}
+
+/// The limits that apply to a call, from its parties.
+pub fn limits_of_parties(p: &Parties) -> Vec<Limit> {
     let mut out = Vec::new();
     let mut push = |scope: Scope, rpm: Option<u64>, tpm: Option<u64>, parallel: Option<u64>| {
         if rpm.is_some() || tpm.is_some() || parallel.is_some() {
             out.push(Limit { scope, rpm, tpm, parallel });
         }
     };
-    if let Some(key) = who.key_hash.and_then(|h| table.effective_key(h)) {
+    if let Some(key) = &p.key {
         let l = &key.limits;
         push(Scope::ApiKey(key.token.clone()), l.rpm_limit, l.tpm_limit, l.max_parallel_requests);
-        if let Some(model) = who.model_group {
+        if let Some(model) = p.model_group {
             let (rpm, tpm) = (key.model_rpm_limit.get(model).copied(), key.model_tpm_limit.get(model).copied());
-            push(Scope::ModelPerKey(key.token.clone(), model.to_string()), rpm, tpm, None);
+            if rpm.is_some() || tpm.is_some() {
+                push(Scope::ModelPerKey(key.token.clone(), model.to_string()), rpm, tpm, None);
+            }
         }
     }
-    if let Some(user) = who.user_id.and_then(|u| table.user(u)) {
+    if let Some(user) = &p.user {
         let l = &user.limits;
         push(Scope::User(user.user_id.clone()), l.rpm_limit, l.tpm_limit, l.max_parallel_requests);
     }
-    if let Some(team) = who.team_id.and_then(|t| table.team(t)) {
+    if let Some(team) = &p.team {
         let l = &team.limits;
         push(Scope::Team(team.team_id.clone()), l.rpm_limit, l.tpm_limit, l.max_parallel_requests);
-        if let Some(user) = who.user_id {
+        if let Some(user) = p.user_id {
             let member = team.member(user);
             let rpm = member.and_then(|m| m.rpm_limit).or(team.team_member_rpm_limit);
             let tpm = member.and_then(|m| m.tpm_limit).or(team.team_member_tpm_limit);
-            push(Scope::TeamMember(team.team_id.clone(), user.to_string()), rpm, tpm, None);
+            if rpm.is_some() || tpm.is_some() {
+                push(Scope::TeamMember(team.team_id.clone(), user.to_string()), rpm, tpm, None);
+            }
         }
     }
-    if let Some(end_user) = who.end_user.and_then(|e| table.end_user(e)) {
+    if let Some(end_user) = &p.end_user {
         let l = &end_user.limits;
         push(Scope::EndUser(end_user.user_id.clone()), l.rpm_limit, l.tpm_limit, l.max_parallel_requests);
     }
     out
+}
+
+/// A scope's counter, found without cloning the scope when it exists (every admission).
+fn counter<'a>(
+    counters: &'a DashMap<Scope, Counter, foldhash::fast::RandomState>,
+    scope: &Scope,
+) -> dashmap::mapref::one::RefMut<'a, Scope, Counter> {
+    match counters.get_mut(scope) {
+        Some(c) => c,
+        None => counters.entry(scope.clone()).or_default(),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -121,7 +164,7 @@ impl Counter {
 /// Every scope's counters.
 #[derive(Default)]
 pub struct Limiter {
-    counters: DashMap<Scope, Counter>,
+    counters: DashMap<Scope, Counter, foldhash::fast::RandomState>,
 }
 
 fn minute_of(now_secs: i64) -> i64 {
@@ -134,7 +177,7 @@ impl Limiter {
     pub fn admit(self: &Arc<Self>, limits: Vec<Limit>, now_secs: i64) -> Result<Admitted, GatewayError> {
         let minute = minute_of(now_secs);
         for limit in &limits {
-            let mut c = self.counters.entry(limit.scope.clone()).or_default();
+            let mut c = counter(&self.counters, &limit.scope);
             c.roll(minute);
             let refused = [
                 (limit.rpm, c.requests.saturating_add(1), "requests"),
@@ -149,7 +192,7 @@ impl Limiter {
             }
         }
         for limit in &limits {
-            let mut c = self.counters.entry(limit.scope.clone()).or_default();
+            let mut c = counter(&self.counters, &limit.scope);
             c.roll(minute);
             c.requests += 1;
             if limit.parallel.is_some() {
@@ -163,7 +206,7 @@ impl Limiter {
     pub fn count_request(&self, limits: &[Limit], at_secs: i64) {
         let minute = minute_of(at_secs);
         for limit in limits {
-            let mut c = self.counters.entry(limit.scope.clone()).or_default();
+            let mut c = counter(&self.counters, &limit.scope);
             c.roll(minute);
             if c.minute == minute {
                 c.requests += 1;
@@ -175,7 +218,7 @@ impl Limiter {
     pub fn count_tokens(&self, limits: &[Limit], tokens: u64, at_secs: i64) {
         let minute = minute_of(at_secs);
         for limit in limits.iter().filter(|l| l.tpm.is_some()) {
-            let mut c = self.counters.entry(limit.scope.clone()).or_default();
+            let mut c = counter(&self.counters, &limit.scope);
             c.roll(minute);
             if c.minute == minute {
                 c.tokens = c.tokens.saturating_add(tokens);
@@ -191,14 +234,13 @@ impl Limiter {
                 Some(c) if c.minute == minute => (c.requests, c.tokens),
                 _ => (0, 0),
             };
-            let d = limit.scope.descriptor();
-            for (kind, max, used) in [("requests", limit.rpm, requests), ("tokens", limit.tpm, tokens)] {
+            let [rem_requests, lim_requests, rem_tokens, lim_tokens] = limit.scope.header_names();
+            for (names, max, used) in
+                [((rem_requests, lim_requests), limit.rpm, requests), ((rem_tokens, lim_tokens), limit.tpm, tokens)]
+            {
                 let Some(max) = max else { continue };
-                for (what, value) in [("remaining", max.saturating_sub(used)), ("limit", max)] {
-                    if let Ok(name) = HeaderName::try_from(format!("x-ratelimit-{d}-{what}-{kind}")) {
-                        out.insert(name, HeaderValue::from(value));
-                    }
-                }
+                out.insert(HeaderName::from_static(names.0), HeaderValue::from(max.saturating_sub(used)));
+                out.insert(HeaderName::from_static(names.1), HeaderValue::from(max));
             }
         }
     }
