@@ -115,7 +115,10 @@ impl Auth {
         };
         let expires = record.expires;
         // The old key of a regeneration works, within its grace period, as the new key.
-        let record = self.table.effective_key(&hash).unwrap_or(record);
+        let record = match &record.replaced_by {
+            Some(new) => self.table.key(new).unwrap_or(record),
+            None => record,
+        };
         if record.blocked {
             return Err(unauthorized("Key is blocked. Update via `/key/unblock` if you're an admin.".into()));
         }

@@ -176,11 +176,18 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// publisher writes it (the envelope comes first); `None` when it is not found there, and the
 /// caller must parse the event to know.
 pub fn kind_hint(json: &[u8]) -> Option<&str> {
-    const FIELD: &[u8] = b"\"type\":\"";
-    let head = &json[..json.len().min(160)];
-    let start = head.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
-    let len = json[start..].iter().take(16).position(|b| *b == b'"')?;
-    std::str::from_utf8(&json[start..start + len]).ok()
+    field_hint(json, b"\"type\":\"", 16)
+}
+
+/// A string field written near the start of an event's JSON (the envelope's), read without
+/// parsing; `None` when it is not there or is not a plain string of at most `max` bytes.
+fn field_hint<'a>(json: &'a [u8], field: &[u8], max: usize) -> Option<&'a str> {
+    let head = &json[..json.len().min(200)];
+    let start = head.windows(field.len()).position(|w| w == field)? + field.len();
+    let len = json[start..].iter().take(max).position(|b| *b == b'"')?;
+    let value = &json[start..start + len];
+    // An escape inside means the value is not the plain text between the quotes.
+    (!value.contains(&b'\\')).then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 /// The fields that route an event (its type and key), read from its JSON without parsing the
@@ -199,6 +206,18 @@ pub(crate) struct RouteFields {
 impl RouteFields {
     pub(crate) fn of(json: &[u8]) -> Option<Self> {
         serde_json::from_slice(json).ok()
+    }
+
+    /// The same for request and response events as the publisher writes them, read from the
+    /// envelope's bytes (what the embedded events view does for every event); `None` for
+    /// anything else (the caller parses).
+    pub(crate) fn hint(json: &[u8]) -> Option<Self> {
+        let kind = kind_hint(json)?;
+        if kind != "request" && kind != "response" {
+            return None;
+        }
+        let request_id = field_hint(json, b"\"request_id\":\"", 128)?;
+        Some(Self { kind: kind.to_string(), request_id: Some(request_id.to_string()), deployment_id: None })
     }
 }
 
@@ -504,6 +523,9 @@ pub(crate) mod tests {
     fn the_kind_is_read_from_the_start_of_the_json() {
         let json = Event::Request(Box::new(request())).to_json();
         assert_eq!(kind_hint(&json), Some("request"));
+        let hint = RouteFields::hint(&json).unwrap();
+        assert_eq!((hint.kind.as_str(), hint.request_id.as_deref()), ("request", Some("call-1")));
+        assert!(RouteFields::hint(br#"{"type":"request","request_id":"a\"b"}"#).is_none());
         assert_eq!(kind_hint(br#"{"a":1}"#), None);
         assert_eq!(kind_hint(br#"{"type":"unterminated"#), None);
     }

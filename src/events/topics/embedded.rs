@@ -99,7 +99,10 @@ impl View {
     fn key_of(self, json: &[u8]) -> Option<String> {
         // A record that is not an event at all shows in the events view, so its consumers see,
         // count and set it aside rather than never knowing it was there.
-        let Some(fields) = RouteFields::of(json) else { return matches!(self, View::Events).then(String::new) };
+        let fields = match RouteFields::hint(json).or_else(|| RouteFields::of(json)) {
+            Some(fields) => fields,
+            None => return matches!(self, View::Events).then(String::new),
+        };
         match (self, fields.kind.as_str()) {
             (View::Deployments, "deployment") => Some(fields.deployment_id.unwrap_or_default()),
             (View::Events, "deployment") | (View::Deployments, _) => None,
