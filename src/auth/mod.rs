@@ -146,6 +146,19 @@ impl Caller {
         ))
     }
 
+    /// Admins and `proxy_admin_viewer`s see every key's data; others only their own.
+    pub fn can_view_all(&self) -> bool {
+        self.can_manage() || self.role == Role::User(UserRole::ProxyAdminViewer)
+    }
+
+    /// The guard of the management routes that only read: admins, and `proxy_admin_viewer`s.
+    pub fn require_viewer(&self) -> Result<(), GatewayError> {
+        if self.role == Role::User(UserRole::ProxyAdminViewer) {
+            return self.check_expiry(Timestamp::now());
+        }
+        self.require_admin()
+    }
+
     /// Check 6: an expired key (status 401, LiteLLM's current one).
     pub fn check_expiry(&self, now: Timestamp) -> Result<(), GatewayError> {
         match self.expires {

@@ -71,7 +71,7 @@ fn unavailable(e: clickhouse::error::Error) -> GatewayError {
 /// The keys whose rows the caller may see: all (`None`) for admins, else its user's keys (or
 /// its own key when it has no user).
 fn visible_keys(gw: &Gateway, caller: &Caller) -> Option<Vec<String>> {
-    if caller.can_manage() {
+    if caller.can_view_all() {
         return None;
     }
     let own = caller.key.as_ref().map(|k| k.token.clone());

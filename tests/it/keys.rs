@@ -345,6 +345,13 @@ async fn users_get_a_key_and_admins_manage_through_theirs() {
     assert_eq!(info["user_id"], "dev");
     assert_eq!(info["keys"].as_array().unwrap().len(), 1);
     error_of(get_as(&gw, &dev_key, "/user/info?user_id=ops").await, 403).await;
+    // A proxy_admin_viewer's key reads what admins manage, and changes nothing.
+    let viewer =
+        ok(gw.post("/user/new", &json!({"user_id": "auditor", "user_role": "proxy_admin_viewer"})).await).await;
+    let viewer_key = viewer["key"].as_str().unwrap().to_string();
+    assert_eq!(ok(get_as(&gw, &viewer_key, "/key/list").await).await["total_count"], 4);
+    error_of(post_as(&gw, &viewer_key, "/key/generate", &json!({})).await, 401).await;
+    ok(gw.post("/user/delete", &json!({"user_ids": ["auditor"]})).await).await;
     let no_key = ok(gw.post("/user/new", &json!({"user_id": "nokey", "auto_create_key": false})).await).await;
     assert!(no_key.get("key").is_none(), "{no_key}");
     let list = ok(gw.get("/user/list").await).await;

@@ -6,7 +6,9 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{bad, field, merged, not_found, required, spend, typed, validate_limits, with, Admin, Body, LIMIT_FIELDS};
+use super::{
+    bad, field, merged, not_found, required, spend, typed, validate_limits, with, Admin, Body, Viewer, LIMIT_FIELDS,
+};
 use crate::auth::entity::{EndUserRecord, Entity, EntityId, Limits, SpendStart};
 use crate::budget::ledger::Account;
 use crate::error::GatewayError;
@@ -111,14 +113,14 @@ pub struct InfoQuery {
 }
 
 pub async fn info(
-    Admin(_): Admin,
+    Viewer(_): Viewer,
     gw: web::Data<Gateway>,
     q: web::Query<InfoQuery>,
 ) -> Result<HttpResponse, GatewayError> {
     Ok(HttpResponse::Ok().json(end_user_json(&gw, &find(&gw, &q.end_user_id)?)))
 }
 
-pub async fn list(Admin(_): Admin, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
+pub async fn list(Viewer(_): Viewer, gw: web::Data<Gateway>) -> Result<HttpResponse, GatewayError> {
     let all: Vec<Value> = gw.auth.table.end_users().iter().map(|e| end_user_json(&gw, e)).collect();
     Ok(HttpResponse::Ok().json(all))
 }

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    bad, field, merged, not_found, page, required, spend, validate_limits, with, Admin, Authed, Body, LIMIT_FIELDS,
+    bad, field, merged, not_found, page, required, spend, validate_limits, with, Admin, Authed, Body, Viewer,
+    LIMIT_FIELDS,
 };
 use crate::auth::entity::{Entity, EntityId, KeyRecord, Limits, SpendStart};
 use crate::auth::{key, Role};
@@ -270,7 +271,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    Admin(_): Admin,
+    Viewer(_): Viewer,
     gw: web::Data<Gateway>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, GatewayError> {

@@ -31,6 +31,9 @@ use crate::error::GatewayError;
 /// A caller allowed to manage keys, teams, users and end users.
 pub struct Admin(pub Caller);
 
+/// A caller allowed to read what admins manage: an admin, or a `proxy_admin_viewer`'s key.
+pub struct Viewer(pub Caller);
+
 /// Any authenticated caller.
 pub struct Authed(pub Caller);
 
@@ -76,6 +79,15 @@ impl FromRequest for Body {
             let bytes = super::read_body(payload, BODY_LIMIT, timeout).await?;
             object(&bytes).map(Body)
         })
+    }
+}
+
+impl FromRequest for Viewer {
+    type Error = GatewayError;
+    type Future = Ready<Result<Self, GatewayError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authed(req).and_then(|caller| caller.require_viewer().map(|()| Viewer(caller))))
     }
 }
 

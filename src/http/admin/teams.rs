@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::keys::key_json;
-use super::{bad, field, merged, not_found, required, spend, typed, validate_limits, with, Admin, Body, LIMIT_FIELDS};
+use super::{
+    bad, field, merged, not_found, required, spend, typed, validate_limits, with, Admin, Body, Viewer, LIMIT_FIELDS,
+};
 use crate::auth::entity::{Entity, EntityId, Limits, Member, SpendStart, TeamRecord};
 use crate::budget::ledger::Account;
 use crate::error::GatewayError;
@@ -126,7 +128,7 @@ pub struct InfoQuery {
 }
 
 pub async fn info(
-    Admin(_): Admin,
+    Viewer(_): Viewer,
     gw: web::Data<Gateway>,
     q: web::Query<InfoQuery>,
 ) -> Result<HttpResponse, GatewayError> {
@@ -172,7 +174,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    Admin(_): Admin,
+    Viewer(_): Viewer,
     gw: web::Data<Gateway>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, GatewayError> {

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::keys::{created_json, key_json, new_record};
 use super::teams::team_json;
 use super::{
-    bad, field, merged, not_found, page, required, spend, typed, validate_limits, with, Admin, Authed, Body,
+    bad, field, merged, not_found, page, required, spend, typed, validate_limits, with, Admin, Authed, Body, Viewer,
     LIMIT_FIELDS,
 };
 use crate::auth::entity::{Entity, EntityId, Limits, SpendStart, UserRecord};
@@ -165,7 +165,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    Admin(_): Admin,
+    Viewer(_): Viewer,
     gw: web::Data<Gateway>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, GatewayError> {
