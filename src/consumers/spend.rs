@@ -218,7 +218,11 @@ pub async fn run(
     let client = crate::clickhouse::client(&clickhouse);
     let sink = Sink { client: &client, topics: &topics, metrics: &metrics };
     let start = loop {
-        match resume_from(&client).await {
+        match with_deadline(resume_from(&client))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
             Ok(start) => break start,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the spend consumer's position from ClickHouse; retrying");
@@ -246,7 +250,7 @@ pub async fn run(
         }
         let due = batch.len() >= BATCH_ROWS || since.elapsed() >= BATCH_TIME || stopping;
         if due && !batch.is_empty() {
-            match write(&sink, &mut batch, &follower.position()).await {
+            match with_deadline(write(&sink, &mut batch, &follower.position())).await.and_then(|r| r) {
                 Ok(()) => {
                     since = Instant::now();
                     backoff = Duration::from_millis(200);
@@ -263,7 +267,7 @@ pub async fn run(
                         if sleep_or_stop(&mut stop, backoff).await {
                             break;
                         }
-                        match write(&sink, &mut batch, &follower.position()).await {
+                        match with_deadline(write(&sink, &mut batch, &follower.position())).await.and_then(|r| r) {
                             Ok(()) => {
                                 tracing::info!("ClickHouse is back: the spend consumer goes on");
                                 backoff = Duration::from_millis(200);
@@ -286,6 +290,16 @@ pub async fn run(
             return Ok(());
         }
     }
+}
+
+/// The longest one ClickHouse round trip may take: a server that stops answering without
+/// closing the connection must not hold the consumer forever (it retries instead).
+const CLICKHOUSE_DEADLINE: Duration = Duration::from_secs(30);
+
+async fn with_deadline<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(CLICKHOUSE_DEADLINE, work)
+        .await
+        .map_err(|_| format!("ClickHouse did not answer within {}s", CLICKHOUSE_DEADLINE.as_secs()))
 }
 
 /// Sleeps `d`; true when `stop` turned true meanwhile.

@@ -26,16 +26,30 @@ pub enum SpendSource {
 impl SpendSource {
     async fn days(&self, f: &DayFilter) -> Result<Vec<DayRow>, GatewayError> {
         match self {
-            Self::ClickHouse(c) => queries::days(c, f).await.map_err(unavailable),
+            Self::ClickHouse(c) => bounded(queries::days(c, f)).await,
             Self::Memory(m) => Ok(ready(m).await?.days(f)),
         }
     }
 
     async fn logs(&self, f: &LogFilter) -> Result<Vec<queries::LogRow>, GatewayError> {
         match self {
-            Self::ClickHouse(c) => queries::logs(c, f).await.map_err(unavailable),
+            Self::ClickHouse(c) => bounded(queries::logs(c, f)).await,
             Self::Memory(m) => Ok(ready(m).await?.logs(f)),
         }
+    }
+}
+
+/// A ClickHouse query, answered within 30 s or refused with 503.
+async fn bounded<T>(
+    query: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+) -> Result<T, GatewayError> {
+    match tokio::time::timeout(std::time::Duration::from_secs(30), query).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(GatewayError::Denied {
+            status: 503,
+            kind: "service_unavailable",
+            message: "ClickHouse did not answer the spend query within 30s".into(),
+        }),
     }
 }
 
