@@ -181,6 +181,21 @@ struct KeyDay {
     spend: i64,
 }
 
+/// Polls until the rollup rows matching `filter` count `n` requests (at most 30 s).
+async fn rollup_in(client: &clickhouse::Client, filter: &str, n: u64) -> KeyDay {
+    let sql =
+        format!("SELECT sum(requests) AS requests, sum(spend_nanos) AS spend FROM daily_spend FINAL WHERE {filter}");
+    let mut sums = KeyDay { requests: 0, spend: 0 };
+    for _ in 0..300 {
+        sums = client.query(&sql).fetch_one().await.unwrap_or(KeyDay { requests: 0, spend: 0 });
+        if sums.requests >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sums
+}
+
 /// Polls until `spend_logs` holds `n` rows (at most 30 s).
 async fn rows_in(client: &clickhouse::Client, n: u64) -> Sums {
     let mut sums = Sums { rows: 0, spend: 0 };
@@ -244,18 +259,11 @@ analytics: {{clickhouse: {{url: "{}", database: {}}}}}
         gw.stop().await;
     }
     // The second gateway resumed from the start of the block holding the saved position: it
-    // rewrote the block, and nothing counts twice in the rollups either.
-    let by_tag: KeyDay = client
-        .query("SELECT sum(requests) AS requests, sum(spend_nanos) AS spend FROM daily_spend FINAL WHERE entity_kind = 'tag' AND entity = 'nightly'")
-        .fetch_one()
-        .await
-        .unwrap();
+    // rewrote the block, and nothing counts twice in the rollups either. (The rollups go in
+    // just after the spend rows: wait for them too.)
+    let by_tag = rollup_in(&client, "entity_kind = 'tag' AND entity = 'nightly'", calls).await;
     assert_eq!((by_tag.requests, by_tag.spend), (calls, header_nanos));
-    let by_key: KeyDay = client
-        .query("SELECT sum(requests) AS requests, sum(spend_nanos) AS spend FROM daily_spend FINAL WHERE entity_kind = 'key'")
-        .fetch_one()
-        .await
-        .unwrap();
+    let by_key = rollup_in(&client, "entity_kind = 'key'", calls).await;
     assert_eq!((by_key.requests, by_key.spend), (calls, header_nanos));
 
     // LiteLLM's spend endpoints answer from these tables, to the same digits.

@@ -91,11 +91,20 @@ def test_spend_rows_equal_the_cost_headers(spend_gateway: str, clickhouse_server
             break
         time.sleep(0.2)
     assert (rows, spend) == (10, expected)
-    tagged = ch.query(
-        "SELECT sum(requests), sum(spend_nanos) FROM daily_spend FINAL "
-        "WHERE entity_kind = 'tag' AND entity = 'py'"
-    ).result_rows[0]
-    assert tuple(tagged) == (10, expected)
+    # The rollups go in just after the spend rows: wait for them too.
+    tagged = (0, 0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        tagged = tuple(
+            ch.query(
+                "SELECT sum(requests), sum(spend_nanos) FROM daily_spend FINAL "
+                "WHERE entity_kind = 'tag' AND entity = 'py'"
+            ).result_rows[0]
+        )
+        if tagged[0] >= 10:
+            break
+        time.sleep(0.2)
+    assert tagged == (10, expected)
     model = ch.query(
         "SELECT model_group, sum(total_tokens) FROM spend_logs FINAL GROUP BY model_group"
     ).result_rows
