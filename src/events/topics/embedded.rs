@@ -845,8 +845,10 @@ mod tests {
         let received = std::time::Instant::now();
         let appended = appended.await.unwrap();
         assert_eq!(summary(&batch), [(0, "k", Some("v"))]);
+        // Woken by the append, not by the end of its 10 s wait (a loose bound: the machine is
+        // shared, and the delay itself is not what is tested).
         let delay = received.saturating_duration_since(appended);
-        assert!(delay < Duration::from_millis(50), "woken {delay:?} after the append");
+        assert!(delay < Duration::from_secs(5), "woken {delay:?} after the append");
         // Nothing more: it waits the whole time, then returns nothing.
         let started = std::time::Instant::now();
         assert!(follower.next_batch(10, Duration::from_millis(150)).await.unwrap().is_empty());
