@@ -133,10 +133,17 @@ impl Admission {
     /// `x-litellm-key-spend`, `x-litellm-key-max-budget` and the `x-ratelimit-*` headers.
     pub fn headers(&self, gw: &Gateway, out: &mut HeaderMap) {
         let Some(key) = &self.key else { return };
-        let window = key.limits.budget_duration.as_deref().and_then(|d| Window::parse(d).ok());
-        let policy = Policy { window, start: key.spend_start };
         let now = Timestamp::now();
-        let spent = usd(gw.budgets.ledger.spent(&Account::Key(key.token.clone()), &policy, now));
+        // The key's account is the reservation's first charge (built at admission).
+        let charge = self.reservation.as_ref().and_then(|r| r.charges.0.first());
+        let spent = match charge {
+            Some(c) => usd(gw.budgets.ledger.spent(&c.account, &c.policy, now)),
+            None => {
+                let window = key.limits.budget_duration.as_deref().and_then(|d| Window::parse(d).ok());
+                let policy = Policy { window, start: key.spend_start };
+                usd(gw.budgets.ledger.spent(&Account::Key(key.token.clone()), &policy, now))
+            }
+        };
         let mut set = |name: &'static str, value: String| {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 out.insert(HeaderName::from_static(name), v);
