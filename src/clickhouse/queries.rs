@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::rows::Totals;
+use super::rows::{SpendLogRow, Totals};
 
 /// A day of one entity's spend, at (key, model group, provider) grain.
 #[derive(Debug, Clone, Deserialize, clickhouse::Row)]
@@ -70,33 +70,6 @@ pub async fn days(client: &clickhouse::Client, f: &DayFilter) -> Result<Vec<DayR
     q.fetch_all().await
 }
 
-/// One row of `spend_logs`, as `/spend/logs` returns it.
-#[derive(Debug, Clone, Deserialize, clickhouse::Row)]
-pub struct LogRow {
-    pub request_id: String,
-    pub call_type: String,
-    pub api_key: String,
-    pub key_alias: String,
-    pub team_id: String,
-    pub user: String,
-    pub end_user: String,
-    pub model: String,
-    pub model_group: String,
-    pub deployment: String,
-    pub provider: String,
-    pub api_base: String,
-    pub status: String,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    pub spend_nanos: i64,
-    pub start_time_ms: u64,
-    pub duration_ms: f64,
-    pub cache_hit: u8,
-    pub tags: Vec<String>,
-    pub metadata: String,
-}
-
 /// What to read from `spend_logs`.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
@@ -109,11 +82,13 @@ pub struct LogFilter {
     pub limit: u64,
 }
 
-pub async fn logs(client: &clickhouse::Client, f: &LogFilter) -> Result<Vec<LogRow>, clickhouse::error::Error> {
+pub async fn logs(client: &clickhouse::Client, f: &LogFilter) -> Result<Vec<SpendLogRow>, clickhouse::error::Error> {
     let mut sql = String::from(
-        "SELECT request_id, call_type, api_key, key_alias, team_id, user, end_user, model, model_group, \
-         deployment, provider, api_base, status, prompt_tokens, completion_tokens, total_tokens, spend_nanos, \
-         start_time_ms, duration_ms, cache_hit, tags, metadata FROM spend_logs FINAL WHERE 1",
+        "SELECT event_id, request_id, call_type, api_key, key_alias, team_id, user, end_user, model, \
+         model_group, deployment, provider, api_base, status, http_status, error_type, prompt_tokens, \
+         completion_tokens, total_tokens, cache_read_input_tokens, cache_creation_input_tokens, \
+         reasoning_tokens, spend_nanos, start_time, end_time, start_time_ms, duration_ms, ttft_ms, \
+         cache_hit, tags, metadata, gateway_id FROM spend_logs FINAL WHERE 1",
     );
     let mut binds: Vec<&str> = Vec::new();
     for (cond, value) in [

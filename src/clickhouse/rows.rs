@@ -35,8 +35,9 @@ fn instant(text: &str) -> (u32, u64) {
     (u32::try_from(t.as_second()).unwrap_or(0), ms)
 }
 
-/// `spend_logs`, column for column (schemas/clickhouse/001_spend_logs.sql).
-#[derive(Debug, Clone, PartialEq, Serialize, clickhouse::Row)]
+/// `spend_logs`, column for column (schemas/clickhouse/001_spend_logs.sql): written by the
+/// spend consumer, read back by `/spend/logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, clickhouse::Row)]
 pub struct SpendLogRow {
     pub event_id: String,
     pub request_id: String,

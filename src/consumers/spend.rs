@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::ConsumerMetrics;
-use crate::clickhouse::queries::{DayFilter, DayRow, LogFilter, LogRow};
+use crate::clickhouse::queries::{DayFilter, DayRow, LogFilter};
 use crate::clickhouse::rows::{
     block_of, block_start, rollup_keys, BlockRollup, DailySpendRow, Key, SpendLogRow, Totals, BLOCK,
 };
@@ -423,7 +423,7 @@ impl MemoryStore {
     }
 
     /// What [`crate::clickhouse::queries::logs`] answers, from the rows kept, newest first.
-    pub fn logs(&self, f: &LogFilter) -> Vec<LogRow> {
+    pub fn logs(&self, f: &LogFilter) -> Vec<SpendLogRow> {
         let logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         logs.iter()
@@ -436,30 +436,7 @@ impl MemoryStore {
                     && f.end_date.as_deref().is_none_or(|e| d.as_str() <= e)
             })
             .take(usize::try_from(f.limit.max(1)).unwrap_or(usize::MAX))
-            .map(|r| LogRow {
-                request_id: r.request_id.clone(),
-                call_type: r.call_type.clone(),
-                api_key: r.api_key.clone(),
-                key_alias: r.key_alias.clone(),
-                team_id: r.team_id.clone(),
-                user: r.user.clone(),
-                end_user: r.end_user.clone(),
-                model: r.model.clone(),
-                model_group: r.model_group.clone(),
-                deployment: r.deployment.clone(),
-                provider: r.provider.clone(),
-                api_base: r.api_base.clone(),
-                status: r.status.clone(),
-                prompt_tokens: r.prompt_tokens,
-                completion_tokens: r.completion_tokens,
-                total_tokens: r.total_tokens,
-                spend_nanos: r.spend_nanos,
-                start_time_ms: r.start_time_ms,
-                duration_ms: r.duration_ms,
-                cache_hit: r.cache_hit,
-                tags: r.tags.clone(),
-                metadata: r.metadata.clone(),
-            })
+            .cloned()
             .collect()
     }
 }

@@ -31,7 +31,7 @@ impl SpendSource {
         }
     }
 
-    async fn logs(&self, f: &LogFilter) -> Result<Vec<queries::LogRow>, GatewayError> {
+    async fn logs(&self, f: &LogFilter) -> Result<Vec<crate::clickhouse::rows::SpendLogRow>, GatewayError> {
         match self {
             Self::ClickHouse(c) => bounded(queries::logs(c, f)).await,
             Self::Memory(m) => Ok(ready(m).await?.logs(f)),

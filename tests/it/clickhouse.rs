@@ -220,20 +220,7 @@ async fn the_gateway_writes_spend_logs_and_rollups_that_match_the_cost_headers_a
     let ch = server.config();
     switchyard::clickhouse::migrate::migrate(&ch).await.unwrap();
     let dir = std::env::temp_dir().join(format!("switchyard-ch-gw-{}", uuid::Uuid::new_v4()));
-    let yaml = format!(
-        r#"
-model_list:
-  - model_name: priced
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{{mock}}", input_cost_per_token: 0.0000013, output_cost_per_token: 0.0000071}}
-general_settings: {{master_key: {}}}
-event_log: {{path: {}}}
-analytics: {{clickhouse: {{url: "{}", database: {}}}}}
-"#,
-        crate::support::KEY,
-        dir.display(),
-        ch.url,
-        ch.database
-    );
+    let yaml = gateway_yaml(&dir, &ch);
     let client = switchyard::clickhouse::client(&ch);
     let mut header_nanos: i64 = 0;
     let mut calls = 0;

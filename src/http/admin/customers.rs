@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    bad, field, merged, not_found, required, spend, typed, validate_limits, with, Admin, Body, Viewer, LIMIT_FIELDS,
+    bad, field, merged, not_found, required, shown, typed, validate_limits, Admin, Body, Viewer, LIMIT_FIELDS,
 };
 use crate::auth::entity::{EndUserRecord, Entity, EntityId, Limits, SpendStart};
 use crate::budget::ledger::Account;
@@ -29,22 +29,9 @@ fn find(gw: &Gateway, id: &str) -> Result<EndUserRecord, GatewayError> {
 }
 
 fn end_user_json(gw: &Gateway, e: &EndUserRecord) -> Value {
-    let (spent, reset_at) = spend(gw, &Account::EndUser(e.user_id.clone()), &e.limits, e.spend_start);
-    let mut value = with(
-        e,
-        &[
-            ("spend", json!(spent)),
-            ("budget_reset_at", json!(reset_at)),
-            (
-                "litellm_budget_table",
-                json!({"max_budget": e.limits.max_budget, "tpm_limit": e.limits.tpm_limit, "rpm_limit": e.limits.rpm_limit, "budget_duration": e.limits.budget_duration}),
-            ),
-        ],
-    );
-    if let Value::Object(map) = &mut value {
-        map.remove("spend_start");
-    }
-    value
+    let l = &e.limits;
+    let table = json!({"max_budget": l.max_budget, "tpm_limit": l.tpm_limit, "rpm_limit": l.rpm_limit, "budget_duration": l.budget_duration});
+    shown(gw, e, &Account::EndUser(e.user_id.clone()), l, e.spend_start, &[("litellm_budget_table", table)])
 }
 
 async fn save(gw: &Gateway, mut e: EndUserRecord) -> Result<EndUserRecord, GatewayError> {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    bad, field, merged, not_found, page, required, spend, validate_limits, with, Admin, Authed, Body, Viewer,
+    bad, field, merged, not_found, page, required, shown, spend, validate_limits, Admin, Authed, Body, Viewer,
     LIMIT_FIELDS,
 };
 use crate::auth::entity::{Entity, EntityId, KeyRecord, Limits, SpendStart};
@@ -43,15 +43,8 @@ fn fields() -> Vec<&'static str> {
 
 /// A key as the answers show it: the record without its internals, with its spend.
 pub fn key_json(gw: &Gateway, k: &KeyRecord) -> Value {
-    let (spent, reset_at) = spend(gw, &Account::Key(k.token.clone()), &k.limits, k.spend_start);
-    let mut value = with(
-        k,
-        &[("spend", json!(spent)), ("budget_reset_at", json!(reset_at)), ("litellm_budget_table", Value::Null)],
-    );
-    if let Value::Object(map) = &mut value {
-        map.remove("spend_start");
-    }
-    value
+    let account = Account::Key(k.token.clone());
+    shown(gw, k, &account, &k.limits, k.spend_start, &[("litellm_budget_table", Value::Null)])
 }
 
 /// A key named by its raw value (`sk-…`) or its hash.
@@ -124,6 +117,19 @@ fn chosen_key(body: &Map<String, Value>, name: &str) -> Result<Option<String>, G
     }
 }
 
+/// The key a body chooses in `field`, or a new one, with its hash; one that exists is refused.
+fn fresh_key(gw: &Gateway, body: &Map<String, Value>, field: &str) -> Result<(String, String), GatewayError> {
+    let raw = match chosen_key(body, field)? {
+        Some(k) => k,
+        None => new_key()?,
+    };
+    let token = key::hash(&raw);
+    if gw.auth.table.key(&token).is_some() {
+        return Err(bad("This key already exists"));
+    }
+    Ok((raw, token))
+}
+
 fn new_key() -> Result<String, GatewayError> {
     key::generate().map_err(|e| GatewayError::Denied {
         status: 503,
@@ -138,14 +144,7 @@ pub fn new_record(
     caller: &crate::auth::Caller,
     body: &Map<String, Value>,
 ) -> Result<(String, KeyRecord), GatewayError> {
-    let raw = match chosen_key(body, "key")? {
-        Some(k) => k,
-        None => new_key()?,
-    };
-    let token = key::hash(&raw);
-    if gw.auth.table.key(&token).is_some() {
-        return Err(bad("This key already exists"));
-    }
+    let (raw, token) = fresh_key(gw, body, "key")?;
     let now = Timestamp::now();
     let spent = field::<f64>(body, "spend")?.unwrap_or(0.0);
     let mut base = KeyRecord::new(token, key::key_name(&raw), now);
@@ -333,14 +332,7 @@ pub async fn regenerate_named(
 
 async fn regenerate_key(gw: &Gateway, named: &str, body: Map<String, Value>) -> Result<HttpResponse, GatewayError> {
     let old = find(gw, named)?;
-    let raw = match chosen_key(&body, "new_key")? {
-        Some(k) => k,
-        None => new_key()?,
-    };
-    let token = key::hash(&raw);
-    if gw.auth.table.key(&token).is_some() {
-        return Err(bad("This key already exists"));
-    }
+    let (raw, token) = fresh_key(gw, &body, "new_key")?;
     let now = Timestamp::now();
     let (spent, _) = spend(gw, &Account::Key(old.token.clone()), &old.limits, old.spend_start);
     let mut fresh = old.as_ref().clone();

@@ -234,6 +234,26 @@ pub fn spend(gw: &Gateway, account: &Account, limits: &Limits, start: SpendStart
     (spent, window.map(|w| w.end(now, ledger.timezone())))
 }
 
+/// An entity as the answers show it: its record without the internal `spend_start`, with its
+/// spend now, when its budget window resets, and `extra` fields.
+pub fn shown(
+    gw: &Gateway,
+    record: impl Serialize,
+    account: &Account,
+    limits: &Limits,
+    start: SpendStart,
+    extra: &[(&str, Value)],
+) -> Value {
+    let (spent, reset_at) = spend(gw, account, limits, start);
+    let mut value = with(record, extra);
+    if let Value::Object(map) = &mut value {
+        map.remove("spend_start");
+        map.insert("spend".into(), Value::from(spent));
+        map.insert("budget_reset_at".into(), serde_json::to_value(reset_at).unwrap_or(Value::Null));
+    }
+    value
+}
+
 /// `value` (an object) with extra fields added.
 pub fn with(value: impl Serialize, extra: &[(&str, Value)]) -> Value {
     let mut value = serde_json::to_value(value).unwrap_or(Value::Null);

@@ -7,7 +7,8 @@ use serde_json::{json, Map, Value};
 
 use super::keys::key_json;
 use super::{
-    bad, field, merged, not_found, required, spend, typed, validate_limits, with, Admin, Body, Viewer, LIMIT_FIELDS,
+    bad, field, merged, not_found, required, shown, spend, typed, validate_limits, with, Admin, Body, Viewer,
+    LIMIT_FIELDS,
 };
 use crate::auth::entity::{Entity, EntityId, Limits, Member, SpendStart, TeamRecord};
 use crate::budget::ledger::Account;
@@ -53,12 +54,7 @@ fn validate(t: &TeamRecord) -> Result<(), GatewayError> {
 }
 
 pub fn team_json(gw: &Gateway, t: &TeamRecord) -> Value {
-    let (spent, reset_at) = spend(gw, &Account::Team(t.team_id.clone()), &t.limits, t.spend_start);
-    let mut value = with(t, &[("spend", json!(spent)), ("budget_reset_at", json!(reset_at))]);
-    if let Value::Object(map) = &mut value {
-        map.remove("spend_start");
-    }
-    value
+    shown(gw, t, &Account::Team(t.team_id.clone()), &t.limits, t.spend_start, &[])
 }
 
 async fn save(gw: &Gateway, mut team: TeamRecord) -> Result<TeamRecord, GatewayError> {

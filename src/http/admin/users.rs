@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::keys::{created_json, key_json, new_record};
 use super::teams::team_json;
 use super::{
-    bad, field, merged, not_found, page, required, spend, typed, validate_limits, with, Admin, Authed, Body, Viewer,
+    bad, field, merged, not_found, page, required, shown, typed, validate_limits, Admin, Authed, Body, Viewer,
     LIMIT_FIELDS,
 };
 use crate::auth::entity::{Entity, EntityId, Limits, SpendStart, UserRecord};
@@ -35,12 +35,7 @@ fn find(gw: &Gateway, id: &str) -> Result<UserRecord, GatewayError> {
 }
 
 pub fn user_json(gw: &Gateway, u: &UserRecord) -> Value {
-    let (spent, reset_at) = spend(gw, &Account::User(u.user_id.clone()), &u.limits, u.spend_start);
-    let mut value = with(u, &[("spend", json!(spent)), ("budget_reset_at", json!(reset_at))]);
-    if let Value::Object(map) = &mut value {
-        map.remove("spend_start");
-    }
-    value
+    shown(gw, u, &Account::User(u.user_id.clone()), &u.limits, u.spend_start, &[])
 }
 
 async fn save(gw: &Gateway, mut user: UserRecord) -> Result<UserRecord, GatewayError> {
