@@ -206,7 +206,7 @@ fn consume(args: ConsumeArgs) -> Result<(), Failed> {
                 let metrics = switchyard::consumers::ConsumerMetrics::new().map_err(|e| e.to_string())?;
                 switchyard::consumers::spend::run(topics, ch, metrics, stopped).await
             }
-            _ => switchyard::consumers::budgets::run(topics, None, config.timezone.clone(), stopped).await,
+            _ => switchyard::consumers::budgets::run(topics, None, config.timezone.clone(), None, stopped).await,
         };
         result.map_err(Failed::from)
     })

@@ -110,6 +110,22 @@ impl<'a> SpendFacts<'a> {
         serde_json::from_slice::<Self>(json).ok().filter(|f| f.kind == "response")
     }
 
+    /// The facts of a response event the publisher holds, if the fold would charge it (a
+    /// virtual key and a cost): the others need no copy.
+    pub fn chargeable(event: &ResponseEvent) -> Option<SpendFacts<'static>> {
+        let owned = |field: &Option<String>| field.clone().map(std::borrow::Cow::Owned);
+        (event.caller.api_key_hash.is_some() && ledger::nanos(event.cost) != 0).then(|| SpendFacts {
+            kind: std::borrow::Cow::Borrowed("response"),
+            timestamp: event.envelope.timestamp,
+            api_key_hash: owned(&event.caller.api_key_hash),
+            team_id: owned(&event.caller.team_id),
+            user: owned(&event.caller.user),
+            end_user: owned(&event.caller.end_user),
+            model_group: owned(&event.model_group),
+            cost: event.cost,
+        })
+    }
+
     pub fn identity(&self) -> Identity<'_> {
         Identity {
             key_hash: self.api_key_hash.as_deref(),

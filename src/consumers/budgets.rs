@@ -47,9 +47,12 @@ use crate::budget::follow::{fold, SpendFacts};
 use crate::budget::ledger::{Account, Ledger};
 use crate::budget::snapshot::{self, Resume, SpendRecord, GROUP};
 use crate::events::topics::{Append, Follower, Record, Start, TopicError, Topics};
+use crate::events::EventSink;
 
 /// How often the accounts charged since are published.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Records read from the log at once.
+const READ_BATCH: usize = 4096;
 /// Records appended at once (embedded: one write and one fsync).
 const APPEND_CHUNK: usize = 4096;
 
@@ -90,9 +93,14 @@ impl Fold {
             tracing::debug!(offset = record.offset, "an event the budgets consumer cannot read; skipped");
             return;
         };
+        self.apply_facts(record.partition, record.offset, &facts, now);
+    }
+
+    /// Folds a response event's facts, read at `offset` of `partition`.
+    pub fn apply_facts(&mut self, partition: i32, offset: i64, facts: &SpendFacts, now: Timestamp) {
         let at = facts.at(now);
         let resume = self.resume.as_ref();
-        let counts = |account: &Account| resume.is_none_or(|r| r.counts(account, record.partition, record.offset));
+        let counts = |account: &Account| resume.is_none_or(|r| r.counts(account, partition, offset));
         if let Some(charged) = fold(&self.table, &self.ledger, &facts.identity(), facts.cost, at, counts) {
             self.dirty.extend(charged);
         }
@@ -128,12 +136,65 @@ impl Fold {
     }
 }
 
+/// One round of the embedded publisher, as its [`crate::events::Tap`] saw it: the response
+/// events it wrote that charge something, at their offsets, and the offset after the round's
+/// last event.
+struct Fed {
+    charged: Vec<(i64, SpendFacts<'static>)>,
+    next: i64,
+}
+
+/// Rounds the feed holds before the consumer takes them; a full feed is closed, and the
+/// consumer reads the log from where it is (a long catch-up, a slow disk). Tests switch
+/// between the two often.
+const FEED_ROUNDS: usize = if cfg!(test) { 2 } else { 256 };
+
+/// The embedded publisher's tap: what the consumer reads instead of the log once caught up.
+struct Feed {
+    round: Fed,
+    sent: i64,
+    to: tokio::sync::mpsc::Sender<Fed>,
+}
+
+impl Feed {
+    /// The tap, and what the consumer receives from it.
+    fn new() -> (Self, tokio::sync::mpsc::Receiver<Fed>) {
+        let (to, from) = tokio::sync::mpsc::channel(FEED_ROUNDS);
+        (Self { round: Fed { charged: Vec::new(), next: 0 }, sent: 0, to }, from)
+    }
+}
+
+impl crate::events::Tap for Feed {
+    fn appended(&mut self, offset: u64, event: &crate::events::Event) {
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        self.round.next = offset.saturating_add(1);
+        if let crate::events::Event::Response(response) = event {
+            if let Some(facts) = SpendFacts::chargeable(response) {
+                self.round.charged.push((offset, facts));
+            }
+        }
+    }
+
+    fn flushed(&mut self) -> bool {
+        if self.round.next == self.sent {
+            return true;
+        }
+        self.sent = self.round.next;
+        let round = Fed { charged: std::mem::take(&mut self.round.charged), next: self.round.next };
+        self.to.try_send(round).is_ok()
+    }
+}
+
 /// Runs the consumer until `stop` turns true (or its sender is dropped); then publishes what
 /// is due and commits. Follows `<prefix>.keys` itself unless given the gateway's `keys`.
+///
+/// `events` (the embedded log, in process): once caught up on the log, the consumer folds
+/// the publisher's rounds ([`Feed`]) instead of reading the log back.
 pub async fn run(
     topics: Topics,
     keys: Option<Arc<KeyStore>>,
     tz: TimeZone,
+    events: Option<EventSink>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let keys = match keys {
@@ -145,8 +206,10 @@ pub async fn run(
             return Ok(());
         }
     }
+    // Tapped before the log is read: the log up to its end and the feed from then on leave no gap.
+    let mut feed = events.map(Tapped::new);
     let mut fold = Fold::new(keys.table().clone(), tz);
-    let events = topics.name("events");
+    let topic = topics.name("events");
     let mut follower = loop {
         match start(&topics, &mut fold).await {
             Ok(follower) => break follower,
@@ -162,9 +225,29 @@ pub async fn run(
     let mut last_flush = tokio::time::Instant::now();
     let mut caught_up = false;
     loop {
+        let fed = feed.as_ref().is_some_and(|f| f.live);
         tokio::select! {
             _ = stop.changed() => break,
-            batch = follower.next_batch(4096, FLUSH_EVERY) => match batch {
+            round = next_round(&mut feed), if fed => match round {
+                Some(round) => {
+                    let now = Timestamp::now();
+                    let from = follower.position().first().map_or(0, |(_, offset)| *offset);
+                    for (offset, facts) in round.charged.iter().filter(|(offset, _)| *offset >= from) {
+                        fold.apply_facts(0, *offset, facts, now);
+                    }
+                    if let Err(e) = follower.skip_to(&[(0, round.next)]) {
+                        tracing::warn!(error = %e, "the budgets consumer cannot be fed; it reads the log");
+                        feed = None;
+                    }
+                }
+                None => {
+                    tracing::debug!(topic = %topic, "the publisher's feed fell behind; the budgets consumer reads the log to its end");
+                    if let Some(feed) = &mut feed {
+                        feed.retap();
+                    }
+                }
+            },
+            batch = follower.next_batch(READ_BATCH, FLUSH_EVERY), if !fed => match batch {
                 Ok(records) => {
                     let now = Timestamp::now();
                     for record in &records {
@@ -173,16 +256,21 @@ pub async fn run(
                     if !caught_up && follower.caught_up() {
                         caught_up = true;
                         fold.caught_up();
-                        tracing::info!(topic = %events, accounts = fold.ledger().len(), "budgets consumer caught up");
+                        tracing::info!(topic = %topic, accounts = fold.ledger().len(), "budgets consumer caught up");
+                    }
+                    // A short read reached the end of the log, which the feed (tapped earlier) goes on from.
+                    if let Some(feed) = feed.as_mut().filter(|_| caught_up && records.len() < READ_BATCH) {
+                        feed.live = true;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(topic = %events, error = %e, "the budgets consumer cannot read the event log; retrying");
+                    tracing::warn!(topic = %topic, error = %e, "the budgets consumer cannot read the event log; retrying");
                     if stopped(&mut stop, Duration::from_secs(1)).await {
                         break;
                     }
                 }
             },
+            () = tokio::time::sleep(FLUSH_EVERY), if fed => {}
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
             publisher.flush(&mut fold, &mut follower).await;
@@ -192,6 +280,33 @@ pub async fn run(
     publisher.flush(&mut fold, &mut follower).await;
     tracing::info!(pending = fold.pending(), "budgets consumer stopped");
     Ok(())
+}
+
+/// The feed's next round; `None` once it closed.
+async fn next_round(feed: &mut Option<Tapped>) -> Option<Fed> {
+    feed.as_mut()?.rounds.recv().await
+}
+
+/// The in-process consumer's feed from the publisher.
+struct Tapped {
+    events: EventSink,
+    rounds: tokio::sync::mpsc::Receiver<Fed>,
+    /// The log has been read up to where the feed starts: fold the feed, not the log.
+    live: bool,
+}
+
+impl Tapped {
+    fn new(events: EventSink) -> Self {
+        let (tap, rounds) = Feed::new();
+        events.tap(Box::new(tap));
+        Self { events, rounds, live: false }
+    }
+
+    /// A new feed, after the last one fell behind and closed: the log is read up to where this
+    /// one starts.
+    fn retap(&mut self) {
+        *self = Self::new(self.events.clone());
+    }
 }
 
 /// Waits up to `wait`; true if the consumer was told to stop meanwhile.
@@ -259,11 +374,12 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// Spawns the consumer on the current runtime, sharing the gateway's key table.
-    pub fn spawn(topics: Topics, keys: Arc<KeyStore>, tz: TimeZone) -> Self {
+    /// Spawns the consumer on the current runtime, sharing the gateway's key table, fed by the
+    /// embedded publisher through `events`' tap.
+    pub fn spawn(topics: Topics, keys: Arc<KeyStore>, tz: TimeZone, events: EventSink) -> Self {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
-            if let Err(e) = run(topics, Some(keys), tz, stopped).await {
+            if let Err(e) = run(topics, Some(keys), tz, Some(events), stopped).await {
                 tracing::error!(error = %e, "the budgets consumer stopped");
             }
         });
@@ -390,6 +506,82 @@ mod tests {
             assert_eq!(spent(&third, account), spent(&whole, account), "{account:?}");
         }
         assert_eq!(third.pending(), 0, "nothing new to publish");
+    }
+
+    /// A tap that takes the consumer's place.
+    struct Deaf;
+
+    impl crate::events::Tap for Deaf {
+        fn appended(&mut self, _: u64, _: &crate::events::Event) {}
+        fn flushed(&mut self) -> bool {
+            true
+        }
+    }
+
+    /// Calls before the consumer starts are read from the log; later ones come from the
+    /// publisher's feed, which closes now and then and sends the consumer back to the log:
+    /// every call counts once either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fed_by_the_publisher_or_reading_the_log_every_call_counts_once() {
+        use crate::events::{EventLogConfig, EventMetrics, FsyncPolicy};
+        let dir = std::env::temp_dir().join(format!("switchyard-budgets-{}", uuid::Uuid::new_v4()));
+        let config = EventLogConfig {
+            enabled: true,
+            kafka: None,
+            path: dir.clone(),
+            fsync: FsyncPolicy::Never,
+            segment_bytes: 1 << 16,
+            queue_capacity: 1 << 16,
+            gateway_id: "gw-test".into(),
+        };
+        let sink = EventSink::start(&config, EventMetrics::register(&prometheus::Registry::new()).unwrap()).unwrap();
+        let topics = Topics::open(&config).unwrap();
+        let keys = KeyStore::start(topics.clone(), table()).unwrap();
+        let call = |key: &str| {
+            let caller = CallerFields { api_key_hash: Some(key.into()), team_id: Some("t".into()), ..Default::default() };
+            crate::events::Event::Response(Box::new(crate::events::types::tests::response(caller, 0.5)))
+        };
+        for _ in 0..100 {
+            sink.publish(call("a"));
+        }
+        let (stop, stopped) = watch::channel(false);
+        let consumer = tokio::spawn(run(topics.clone(), Some(keys), TimeZone::UTC, Some(sink.clone()), stopped));
+        let (a, t) = (Account::Key("a".into()), Account::Team("t".into()));
+        let published = |ledger: &Ledger, account: &Account| ledger.tally(account).map_or(0, |t| t.spent);
+        let snapshot_reaches = |account: Account, usd: f64| {
+            let topics = topics.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                loop {
+                    let ledger = Ledger::new(TimeZone::UTC);
+                    snapshot::load(&topics).await.unwrap().seed.into_ledger(&ledger);
+                    if published(&ledger, &account) >= nanos(usd) || std::time::Instant::now() > deadline {
+                        return ledger;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        // The history is in: the consumer is on the feed.
+        snapshot_reaches(t.clone(), 50.0).await;
+        for burst in 0..100 {
+            for _ in 0..10 {
+                sink.publish(call(if burst % 2 == 0 { "a" } else { "b" }));
+            }
+            if burst % 25 == 0 {
+                // Its feed closes (as when it fell behind): the consumer reads the log to its
+                // end, then takes a new feed.
+                sink.tap(Box::new(Deaf));
+            }
+            tokio::time::sleep(Duration::from_millis(1 + burst % 5)).await;
+        }
+        let ledger = snapshot_reaches(t.clone(), 550.0).await;
+        assert_eq!(published(&ledger, &a), nanos(100.0 * 0.5 + 500.0 * 0.5));
+        assert_eq!(published(&ledger, &t), nanos(1100.0 * 0.5), "every call once, on the team too");
+        stop.send_replace(true);
+        consumer.await.unwrap().unwrap();
+        sink.shutdown(Duration::from_secs(5));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -115,12 +115,18 @@ impl InProcess {
         config: &crate::config::Config,
         memory: std::sync::Arc<spend::MemoryStore>,
         metrics: ConsumerMetrics,
+        events: &crate::events::EventSink,
     ) -> Self {
         if !config.event_log.enabled || config.event_log.kafka.is_some() {
             return Self::default();
         }
         Self {
-            budgets: Some(budgets::InProcess::spawn(topics.clone(), keys.clone(), config.timezone.clone())),
+            budgets: Some(budgets::InProcess::spawn(
+                topics.clone(),
+                keys.clone(),
+                config.timezone.clone(),
+                events.clone(),
+            )),
             spend: Some(spend::InProcess::spawn(topics.clone(), config.clickhouse.clone(), memory, metrics)),
         }
     }

@@ -173,6 +173,8 @@ struct Shared {
     /// When a dropped event was last logged (seconds since start), so drops are logged once a second.
     last_drop_log: AtomicU64,
     started: Instant,
+    /// The embedded log only: what sees each event as it is written ([`EventSink::tap`]).
+    tap: Mutex<Option<Box<dyn Tap>>>,
 }
 
 impl Shared {
@@ -189,8 +191,21 @@ impl Shared {
             is_closed: AtomicBool::new(false),
             last_drop_log: AtomicU64::new(0),
             started: Instant::now(),
+            tap: Mutex::new(None),
         }
     }
+}
+
+/// Sees, on the embedded log's publisher thread, each event as it is written: an in-process
+/// consumer fed this way need not read the log back (and parse it again). Must be quick and
+/// never block; it holds up the publisher.
+pub trait Tap: Send {
+    /// `event` was appended to the log at `offset`.
+    fn appended(&mut self, offset: u64, event: &Event);
+    /// Everything given to [`Tap::appended`] is now in the operating system's hands (what a
+    /// follower of the log could read). False detaches the tap for good (its reader is gone,
+    /// or too far behind: it reads the log instead).
+    fn flushed(&mut self) -> bool;
 }
 
 /// The handle handlers publish through; cheap to clone.
@@ -240,6 +255,18 @@ impl EventSink {
         }
         .map_err(EventLogError::Thread)?;
         Ok(Self { shared: Some(shared), gateway_id, publisher: Arc::new(Mutex::new(Some(publisher))) })
+    }
+
+    /// Gives `tap` every event the embedded log's publisher writes from now on (it replaces an
+    /// earlier tap). False, and `tap` dropped, with Kafka or the log off.
+    pub fn tap(&self, tap: Box<dyn Tap>) -> bool {
+        match &self.shared {
+            Some(shared) if !shared.kafka => {
+                *shared.tap.lock().unwrap_or_else(PoisonError::into_inner) = Some(tap);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// False when `event_log.enabled` is false (callers can skip building events).
@@ -358,20 +385,21 @@ impl Shared {
     }
 
     /// Appends one record to the log (or spool), counting it.
-    fn append(&self, log: &mut SegmentLog, record: &[u8], event: Option<&Event>) -> bool {
+    /// The offset it was written at; `None` (counted, logged) if it could not be.
+    fn append(&self, log: &mut SegmentLog, record: &[u8], event: Option<&Event>) -> Option<u64> {
         match log.append(record) {
-            Ok(_) => {
+            Ok(offset) => {
                 if self.kafka {
                     self.metrics.spooled.inc();
                 } else {
                     self.metrics.sent.inc();
                 }
-                true
+                Some(offset)
             }
             Err(e) => {
                 self.drop_events(DropReason::WriteError, 1, event);
                 self.log_drop(|| tracing::error!(error = %e, dir = %log.dir().display(), "cannot write to the event log; events are lost"));
-                false
+                None
             }
         }
     }
@@ -436,16 +464,26 @@ fn run_embedded(shared: &Shared, mut log: SegmentLog) -> SegmentLog {
         let closing = shared.closing.load(Ordering::SeqCst);
         shared.metrics.queue_depth.set(shared.queue.len() as i64);
         let took = shared.queue.take_into(&mut batch);
+        let mut tap = shared.tap.lock().unwrap_or_else(PoisonError::into_inner);
         for taken in &batch {
             buf.clear();
             taken.event.write_json(&mut buf);
-            shared.append(&mut log, &buf, Some(&taken.event));
+            let offset = shared.append(&mut log, &buf, Some(&taken.event));
+            if let (Some(offset), Some(tap)) = (offset, tap.as_mut()) {
+                tap.appended(offset, &taken.event);
+            }
         }
         shared.queue.recycle(&mut batch);
         // Hands the batch to the OS, and syncs as the fsync policy says (also when idle).
-        if let Err(e) = log.flush() {
-            shared.log_drop(|| tracing::error!(error = %e, "cannot flush the event log"));
+        match log.flush() {
+            Ok(()) => {
+                if tap.as_mut().is_some_and(|tap| !tap.flushed()) {
+                    *tap = None;
+                }
+            }
+            Err(e) => shared.log_drop(|| tracing::error!(error = %e, "cannot flush the event log")),
         }
+        drop(tap);
         if closing {
             break;
         }

@@ -193,7 +193,7 @@ impl Embedded {
             }
             Some(view) => {
                 let root = self.store.root.clone();
-                let mut cursor = EventsCursor { dir: root.clone(), view, reader: None, payload: Vec::new() };
+                let mut cursor = EventsCursor { dir: root.clone(), view, reader: None, payload: Vec::new(), seek: None };
                 let context = |e| TopicError::io(format!("cannot read the event log at {}", root.display()), e);
                 let position = match fixed {
                     Some(position) => {
@@ -631,6 +631,8 @@ struct EventsCursor {
     reader: Option<log::Reader>,
     /// The event being read, reused.
     payload: Vec<u8>,
+    /// Where the next fill starts, if ahead of the reader (set by [`Follower::skip_to`]).
+    seek: Option<u64>,
 }
 
 impl EventsCursor {
@@ -646,6 +648,11 @@ impl EventsCursor {
     }
 
     fn fill(&mut self, max: usize, out: &mut VecDeque<Record>) -> io::Result<bool> {
+        if let Some(at) = self.seek.take() {
+            if self.reader.as_ref().is_none_or(|r| r.next_offset() < at) {
+                self.reader = Some(log::Reader::open(&self.dir, at)?);
+            }
+        }
         let Some(reader) = self.reader.as_mut() else { return Ok(true) };
         let mut read = 0;
         while read < max {
@@ -727,6 +734,26 @@ impl Follower {
 
     pub(super) fn caught_up(&self) -> bool {
         self.caught_up
+    }
+
+    /// Forward to `position`: what was read ahead before it is dropped, and the next read
+    /// starts there (no I/O here: the reader is moved by the next fill).
+    pub(super) fn skip_to(&mut self, position: i64) {
+        if position <= self.position {
+            return;
+        }
+        self.position = position;
+        let mut cursor = lock(&self.cursor);
+        cursor.pending.retain(|r| r.offset >= position);
+        cursor.at_end = false;
+        match &mut cursor.source {
+            Source::Events(c) => c.seek = Some(u64::try_from(position).unwrap_or(0)),
+            Source::Keyed(c) => c.skip_below = c.skip_below.max(position),
+        }
+        drop(cursor);
+        if !self.caught_up {
+            self.caught_up = self.end.is_some_and(|end| position >= end);
+        }
     }
 
     pub(super) fn position(&self) -> Vec<(i32, i64)> {
@@ -1071,6 +1098,32 @@ mod tests {
         assert_eq!(batch.iter().map(|r| (r.offset, r.key.as_str())).collect::<Vec<_>>(), [(2, "r1")]);
         assert!(delay < Duration::from_millis(50), "seen {delay:?} after the write");
         assert_eq!(drain(&mut end).await.iter().map(|r| r.offset).collect::<Vec<_>>(), [2]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_follower_skipped_ahead_reads_on_from_there_and_commits_it() {
+        let dir = temp_dir();
+        let mut log = log::SegmentLog::open(&dir, 1 << 20, FsyncPolicy::Never).unwrap();
+        for n in 0..6 {
+            log.append(format!(r#"{{"type":"request","request_id":"r{n}"}}"#).as_bytes()).unwrap();
+        }
+        log.flush().unwrap();
+        let topics = Topics::open(&config(&dir)).unwrap();
+        for n in 0..6 {
+            topics.append("alerts", &format!("a{n}"), Some(b"x")).await.unwrap();
+        }
+        for short in ["events", "alerts"] {
+            let mut follower = topics.follow(short, Start::Group("fed".into())).unwrap();
+            assert_eq!(follower.next_batch(2, Duration::ZERO).await.unwrap().len(), 2);
+            follower.skip_to(&[(0, 4)]).unwrap();
+            follower.skip_to(&[(0, 3)]).unwrap();
+            assert_eq!(follower.position(), [(0, 4)], "{short}: never backwards");
+            follower.commit().await.unwrap();
+            assert_eq!(drain(&mut follower).await.iter().map(|r| r.offset).collect::<Vec<_>>(), [4, 5], "{short}");
+            let mut again = topics.follow(short, Start::Group("fed".into())).unwrap();
+            assert_eq!(drain(&mut again).await.first().map(|r| r.offset), Some(4), "{short}: the group resumes there");
+        }
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -84,6 +84,8 @@ pub enum TopicError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("a background task of the topic failed: {0}")]
     Task(String),
+    #[error("{0} is not supported on Kafka")]
+    Unsupported(&'static str),
 }
 
 impl TopicError {
@@ -284,6 +286,21 @@ impl Follower {
         match &self.inner {
             Inner::Embedded(f) => f.position(),
             Inner::Kafka(f) => f.position(),
+        }
+    }
+
+    /// Moves the follower forward to `positions` without reading the records before them (the
+    /// caller had them another way: the embedded publisher's [`crate::events::Tap`]). Positions
+    /// behind the follower's are ignored. Embedded log only.
+    pub fn skip_to(&mut self, positions: &[(i32, i64)]) -> Result<(), TopicError> {
+        match &mut self.inner {
+            Inner::Embedded(f) => {
+                if let Some((_, offset)) = positions.iter().find(|(p, _)| *p == 0) {
+                    f.skip_to(*offset);
+                }
+                Ok(())
+            }
+            Inner::Kafka(_) => Err(TopicError::Unsupported("skipping ahead of a follower")),
         }
     }
 
