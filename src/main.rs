@@ -204,7 +204,8 @@ fn consume(args: ConsumeArgs) -> Result<(), Failed> {
         let result = match clickhouse {
             Some(ch) if name == "spend" => {
                 let metrics = switchyard::consumers::ConsumerMetrics::new().map_err(|e| e.to_string())?;
-                switchyard::consumers::spend::run(topics, ch, metrics, stopped).await
+                switchyard::consumers::writer::run::<switchyard::consumers::spend::Batch>(topics, ch, metrics, stopped)
+                    .await
             }
             _ => switchyard::consumers::budgets::run(topics, None, config.timezone.clone(), None, stopped).await,
         };

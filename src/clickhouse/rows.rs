@@ -28,8 +28,52 @@ pub fn block_start(offset: i64) -> i64 {
     block_of(offset) * BLOCK
 }
 
+/// A rollup of one block of one partition, built from the block's first offset.
+pub trait Block {
+    fn new(partition: i32, block: i64) -> Self;
+    fn block(&self) -> i64;
+}
+
+/// A consumer's block rollups between two inserts: the open block of each partition, and the
+/// blocks closed since the last insert (their final rows still to be written).
+#[derive(Debug)]
+pub struct Blocks<R> {
+    open: BTreeMap<i32, R>,
+    closed: Vec<R>,
+}
+
+impl<R> Default for Blocks<R> {
+    fn default() -> Self {
+        Self { open: BTreeMap::new(), closed: Vec::new() }
+    }
+}
+
+impl<R: Block> Blocks<R> {
+    /// The rollup of the block holding `offset` of `partition` (the partition's earlier block,
+    /// if open, is closed).
+    pub fn at(&mut self, partition: i32, offset: i64) -> &mut R {
+        let block = block_of(offset);
+        let open = self.open.entry(partition).or_insert_with(|| R::new(partition, block));
+        if open.block() != block {
+            let done = std::mem::replace(open, R::new(partition, block));
+            self.closed.push(done);
+        }
+        open
+    }
+
+    /// Every block to write: the closed ones and the open ones, whole.
+    pub fn iter(&self) -> impl Iterator<Item = &R> {
+        self.closed.iter().chain(self.open.values())
+    }
+
+    /// The rows are in: closed blocks are done.
+    pub fn written(&mut self) {
+        self.closed.clear();
+    }
+}
+
 /// An RFC 3339 time as (seconds, milliseconds) since the epoch; the epoch when unreadable.
-fn instant(text: &str) -> (u32, u64) {
+pub fn instant(text: &str) -> (u32, u64) {
     let t: Timestamp = text.parse().unwrap_or(Timestamp::UNIX_EPOCH);
     let ms = u64::try_from(t.as_millisecond()).unwrap_or(0);
     (u32::try_from(t.as_second()).unwrap_or(0), ms)
@@ -223,11 +267,17 @@ pub struct BlockRollup {
     totals: BTreeMap<Key, Totals>,
 }
 
-impl BlockRollup {
-    pub fn new(partition: i32, block: i64) -> Self {
+impl Block for BlockRollup {
+    fn new(partition: i32, block: i64) -> Self {
         Self { partition, block, covered_to: block * BLOCK, totals: BTreeMap::new() }
     }
 
+    fn block(&self) -> i64 {
+        self.block
+    }
+}
+
+impl BlockRollup {
     /// Counts the spend log row of the event at `offset` (in this block) on every entity it
     /// belongs to.
     pub fn add(&mut self, row: &SpendLogRow, offset: i64) {

@@ -11,6 +11,7 @@
 
 pub mod budgets;
 pub mod spend;
+pub mod writer;
 
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 

@@ -1,47 +1,28 @@
 //! The spend consumer: `<prefix>.events` → ClickHouse `spend_logs` (one row per response
 //! event) and `daily_spend` (rollups per key, team, user, end user, model, tag and provider).
 //!
-//! Exactly once in effect, on at-least-once delivery:
-//! - rows are inserted first, then the consumer's position (`consumer_offsets`), so a crash
-//!   between the two re-reads events whose rows are already in;
+//! Exactly once in effect, on at-least-once delivery (the loop: [`super::writer`]):
 //! - a `spend_logs` duplicate has the same sorting key and collapses (ReplacingMergeTree);
-//! - rollups are per block of [`BLOCK`] offsets, always rebuilt from the block's first offset:
-//!   at start the consumer resumes from the start of the block holding its saved position, and
-//!   a rewritten block's rows replace the old ones (`covered_to` only grows). Query with FINAL.
-//!
-//! ClickHouse down: the batch is kept and retried with backoff, the position does not move, and
-//! the follower is not read meanwhile (the log holds what comes).
+//! - rollups are per block of [`crate::clickhouse::rows::BLOCK`] offsets, always rebuilt from
+//!   the block's first offset, and a rewritten block's rows replace the old ones (`covered_to`
+//!   only grows). Query with FINAL.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::writer::{insert_all, run, sleep_or_stop};
 use super::ConsumerMetrics;
 use crate::clickhouse::queries::{DayFilter, DayRow, LogFilter};
-use crate::clickhouse::rows::{
-    block_of, block_start, rollup_keys, BlockRollup, DailySpendRow, Key, SpendLogRow, Totals, BLOCK,
-};
+use crate::clickhouse::rows::{rollup_keys, BlockRollup, Blocks, DailySpendRow, Key, SpendLogRow, Totals};
 use crate::config::ClickHouseConfig;
 use crate::events::topics::{Record, Start, Topics};
 use crate::events::types::kind_hint;
 use crate::events::Event;
 
-/// The consumer's name in `consumer_offsets`.
-pub const NAME: &str = "spend";
-/// Rows buffered before an insert, and the longest a row waits.
-const BATCH_ROWS: usize = 5000;
-const BATCH_TIME: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Serialize, Deserialize, clickhouse::Row)]
-struct Offset {
-    consumer: String,
-    partition: i32,
-    next_offset: u64,
-    /// DateTime: seconds since the epoch.
-    updated_at: u32,
-}
+/// Response events read at once when rebuilding the in-memory rollups.
+const READ_BATCH: usize = 5000;
 
 /// What the consumer holds between inserts.
 #[derive(Default)]
@@ -51,17 +32,17 @@ pub struct Batch {
     dead: Vec<(String, Vec<u8>)>,
     /// When the newest event read ended (ms since the epoch): the consumer's lag.
     newest_ms: u64,
-    /// The open block of each partition, rebuilt from its first offset.
-    blocks: BTreeMap<i32, BlockRollup>,
-    /// Blocks that closed since the last insert (their final rows are still to be written).
-    closed: Vec<BlockRollup>,
+    /// The rollups per block, each rebuilt from its first offset.
+    blocks: Blocks<BlockRollup>,
     /// Blocks touched since the last insert.
     touched: bool,
 }
 
-impl Batch {
-    /// Adds one record of `<prefix>.events`.
-    pub fn add(&mut self, record: &Record) {
+impl super::writer::Batch for Batch {
+    const NAME: &'static str = "spend";
+    const TOPIC: &'static str = "events";
+
+    fn add(&mut self, record: &Record) {
         let row = match read(record) {
             Read::Row(row) => *row,
             Read::Other => return,
@@ -71,41 +52,46 @@ impl Batch {
             }
         };
         self.newest_ms = self.newest_ms.max(row.start_time_ms.saturating_add(row.duration_ms as u64));
-        let block = block_of(record.offset);
-        let open = self.blocks.entry(record.partition).or_insert_with(|| BlockRollup::new(record.partition, block));
-        if open.block != block {
-            let done = std::mem::replace(open, BlockRollup::new(record.partition, block));
-            self.closed.push(done);
-        }
-        open.add(&row, record.offset);
+        self.blocks.at(record.partition, record.offset).add(&row, record.offset);
         self.rows.push(row);
         self.touched = true;
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.rows.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         !self.touched
     }
 
-    /// The rollup rows to write: closed blocks and the open ones, whole.
-    fn rollups(&self) -> Vec<DailySpendRow> {
-        self.closed.iter().chain(self.blocks.values()).flat_map(BlockRollup::rows).collect()
+    fn dead(&self) -> &[(String, Vec<u8>)] {
+        &self.dead
     }
 
-    /// After a successful insert: the rows are in; closed blocks are done.
+    fn newest_ms(&self) -> u64 {
+        self.newest_ms
+    }
+
+    async fn insert(&self, client: &clickhouse::Client) -> Result<Vec<(&'static str, u64)>, clickhouse::error::Error> {
+        let rollups: Vec<DailySpendRow> = self.blocks.iter().flat_map(BlockRollup::rows).collect();
+        Ok(vec![
+            insert_all(client, "spend_logs", &self.rows).await?,
+            insert_all(client, "daily_spend", &rollups).await?,
+        ])
+    }
+
+    /// The rows are in; closed blocks are done.
     fn written(&mut self) {
         self.rows.clear();
         self.dead.clear();
-        self.closed.clear();
+        self.blocks.written();
         self.touched = false;
     }
 }
 
 /// What a record of `<prefix>.events` is to the spend consumer.
-enum Read {
+pub(super) enum Read {
     Row(Box<SpendLogRow>),
     /// A request or deployment event.
     Other,
@@ -114,7 +100,7 @@ enum Read {
     Bad,
 }
 
-fn read(record: &Record) -> Read {
+pub(super) fn read(record: &Record) -> Read {
     let Some(value) = record.value.as_ref() else { return Read::Other };
     if kind_hint(value).is_some_and(|k| k != "response") {
         return Read::Other;
@@ -139,177 +125,6 @@ fn read(record: &Record) -> Read {
     }
 }
 
-/// Where a batch goes.
-struct Sink<'a> {
-    client: &'a clickhouse::Client,
-    topics: &'a Topics,
-    metrics: &'a ConsumerMetrics,
-}
-
-/// Inserts a batch, then the position; bad records go to the dead-letter topic first. Nothing
-/// is cleared on failure.
-async fn write(sink: &Sink<'_>, batch: &mut Batch, position: &[(i32, i64)]) -> Result<(), String> {
-    for (key, value) in &batch.dead {
-        sink.topics.append("dead_letters", key, Some(value)).await.map_err(|e| format!("dead letters: {e}"))?;
-    }
-    insert(sink.client, batch, position).await.map_err(|e| e.to_string())?;
-    let m = sink.metrics;
-    m.rows.with_label_values(&[NAME, "spend_logs"]).inc_by(batch.rows.len() as u64);
-    m.skipped.with_label_values(&[NAME, "unreadable"]).inc_by(batch.dead.len() as u64);
-    m.batches.with_label_values(&[NAME]).inc();
-    if batch.newest_ms > 0 {
-        let now = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
-        m.lag.with_label_values(&[NAME]).set(now.saturating_sub(batch.newest_ms) as f64 / 1000.0);
-    }
-    batch.written();
-    Ok(())
-}
-
-async fn insert(
-    client: &clickhouse::Client,
-    batch: &Batch,
-    position: &[(i32, i64)],
-) -> Result<(), clickhouse::error::Error> {
-    if !batch.rows.is_empty() {
-        let mut insert = client.insert::<SpendLogRow>("spend_logs").await?;
-        for row in &batch.rows {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
-    }
-    let rollups = batch.rollups();
-    if !rollups.is_empty() {
-        let mut insert = client.insert::<DailySpendRow>("daily_spend").await?;
-        for row in &rollups {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
-    }
-    let now = u32::try_from(jiff::Timestamp::now().as_second()).unwrap_or(0);
-    let mut insert = client.insert::<Offset>("consumer_offsets").await?;
-    for (partition, next) in position {
-        let next_offset = u64::try_from(*next).unwrap_or(0);
-        insert.write(&Offset { consumer: NAME.into(), partition: *partition, next_offset, updated_at: now }).await?;
-    }
-    insert.end().await?;
-    Ok(())
-}
-
-/// Where to resume: the start of the block holding each saved position.
-async fn resume_from(client: &clickhouse::Client) -> Result<Start, clickhouse::error::Error> {
-    let saved: Vec<Offset> = client
-        .query("SELECT consumer, partition, next_offset, updated_at FROM consumer_offsets FINAL WHERE consumer = ?")
-        .bind(NAME)
-        .fetch_all()
-        .await?;
-    if saved.is_empty() {
-        return Ok(Start::Beginning);
-    }
-    Ok(Start::At(saved.iter().map(|o| (o.partition, block_start(i64::try_from(o.next_offset).unwrap_or(0)))).collect()))
-}
-
-/// Runs until `stop` turns true (then writes what it holds). ClickHouse errors are retried.
-pub async fn run(
-    topics: Topics,
-    clickhouse: ClickHouseConfig,
-    metrics: ConsumerMetrics,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    let client = crate::clickhouse::client(&clickhouse);
-    let sink = Sink { client: &client, topics: &topics, metrics: &metrics };
-    let start = loop {
-        match with_deadline(resume_from(&client))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-        {
-            Ok(start) => break start,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the spend consumer's position from ClickHouse; retrying");
-                if sleep_or_stop(&mut stop, Duration::from_secs(1)).await {
-                    return Ok(());
-                }
-            }
-        }
-    };
-    tracing::info!(?start, block = BLOCK, "spend consumer starting");
-    let mut follower = topics.follow("events", start).map_err(|e| format!("cannot follow the events: {e}"))?;
-    let mut batch = Batch::default();
-    let mut since = Instant::now();
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let stopping = *stop.borrow();
-        if !stopping {
-            match follower.next_batch(BATCH_ROWS, Duration::from_millis(200)).await {
-                Ok(records) => records.iter().for_each(|r| batch.add(r)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the events failed; retrying");
-                    let _ = sleep_or_stop(&mut stop, Duration::from_secs(1)).await;
-                }
-            }
-        }
-        let due = batch.len() >= BATCH_ROWS || since.elapsed() >= BATCH_TIME || stopping;
-        if due && !batch.is_empty() {
-            match with_deadline(write(&sink, &mut batch, &follower.position())).await.and_then(|r| r) {
-                Ok(()) => {
-                    since = Instant::now();
-                    backoff = Duration::from_millis(200);
-                }
-                Err(e) => {
-                    metrics.retries.with_label_values(&[NAME]).inc();
-                    tracing::warn!(error = %e, rows = batch.len(), ?backoff, "writing to ClickHouse failed; retrying");
-                    if stopping {
-                        return Err(format!("stopped with {} spend rows not written: {e}", batch.len()));
-                    }
-                    // Keep the batch; do not read further until it is written. A stop meanwhile
-                    // makes the outer loop try once more, then give up.
-                    loop {
-                        if sleep_or_stop(&mut stop, backoff).await {
-                            break;
-                        }
-                        match with_deadline(write(&sink, &mut batch, &follower.position())).await.and_then(|r| r) {
-                            Ok(()) => {
-                                tracing::info!("ClickHouse is back: the spend consumer goes on");
-                                backoff = Duration::from_millis(200);
-                                break;
-                            }
-                            Err(e) => {
-                                metrics.retries.with_label_values(&[NAME]).inc();
-                                tracing::warn!(error = %e, rows = batch.len(), ?backoff, "writing to ClickHouse failed; retrying")
-                            }
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                    since = Instant::now();
-                }
-            }
-        } else if due {
-            since = Instant::now();
-        }
-        if stopping {
-            return Ok(());
-        }
-    }
-}
-
-/// The longest one ClickHouse round trip may take: a server that stops answering without
-/// closing the connection must not hold the consumer forever (it retries instead).
-const CLICKHOUSE_DEADLINE: Duration = Duration::from_secs(30);
-
-async fn with_deadline<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
-    tokio::time::timeout(CLICKHOUSE_DEADLINE, work)
-        .await
-        .map_err(|_| format!("ClickHouse did not answer within {}s", CLICKHOUSE_DEADLINE.as_secs()))
-}
-
-/// Sleeps `d`; true when `stop` turned true meanwhile.
-async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => *stop.borrow(),
-        _ = stop.changed() => true,
-    }
-}
-
 /// The consumer as a task of the gateway (embedded log), stopped when dropped.
 pub struct InProcess {
     stop: watch::Sender<bool>,
@@ -326,7 +141,7 @@ impl InProcess {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
             let result = match clickhouse {
-                Some(ch) => run(topics, ch, metrics, stopped).await,
+                Some(ch) => run::<Batch>(topics, ch, metrics, stopped).await,
                 None => run_memory(topics, memory, stopped).await,
             };
             if let Err(e) = result {
@@ -470,7 +285,7 @@ pub async fn run_memory(
         topics.follow("events", Start::Beginning).map_err(|e| format!("cannot follow the events: {e}"))?;
     loop {
         tokio::select! {
-            batch = follower.next_batch(BATCH_ROWS, Duration::from_millis(500)) => match batch {
+            batch = follower.next_batch(READ_BATCH, Duration::from_millis(500)) => match batch {
                 Ok(records) => {
                     for record in records {
                         if let Read::Row(row) = read(&record) {

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use switchyard::clickhouse::rows::{BlockRollup, SpendLogRow};
+use switchyard::clickhouse::rows::{Block, BlockRollup, SpendLogRow};
 use switchyard::config::ClickHouseConfig;
 
 /// A throwaway ClickHouse server on a loopback port, stopped on drop.

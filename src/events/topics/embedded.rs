@@ -193,7 +193,8 @@ impl Embedded {
             }
             Some(view) => {
                 let root = self.store.root.clone();
-                let mut cursor = EventsCursor { dir: root.clone(), view, reader: None, payload: Vec::new(), seek: None };
+                let mut cursor =
+                    EventsCursor { dir: root.clone(), view, reader: None, payload: Vec::new(), seek: None };
                 let context = |e| TopicError::io(format!("cannot read the event log at {}", root.display()), e);
                 let position = match fixed {
                     Some(position) => {
