@@ -62,8 +62,10 @@ struct MigrateArgs {
 
 #[derive(Args)]
 struct ConsumeArgs {
-    /// Which consumer: budgets (spend snapshots for the gateways) or spend (ClickHouse spend logs
-    /// and rollups; needs analytics.clickhouse). alerts, analytics and all are not implemented yet.
+    /// Which consumer: budgets (spend snapshots for the gateways), spend (ClickHouse spend logs
+    /// and rollups), analytics (ClickHouse deployment_minute), or all of them (spend and
+    /// analytics need analytics.clickhouse; `all` skips them without it). alerts is not
+    /// implemented yet.
     #[arg(value_parser = ["spend", "budgets", "alerts", "analytics", "all"])]
     name: String,
     /// The gateways' config.yaml (its `event_log.kafka` says where the topics are).
@@ -163,11 +165,10 @@ fn usage(message: String) -> Failed {
 }
 
 fn consume(args: ConsumeArgs) -> Result<(), Failed> {
-    if !matches!(args.name.as_str(), "budgets" | "spend") {
-        return Err(usage(format!(
-            "the {} consumer is not implemented yet; this version runs `switchyard consume budgets` and `consume spend`",
-            args.name
-        )));
+    use switchyard::consumers::{self, Name};
+    let name = Name::parse(&args.name).ok_or_else(|| usage(format!("no consumer named {}", args.name)))?;
+    if !name.implemented() {
+        return Err(usage(format!("the {} consumer is not implemented yet", args.name)));
     }
     let config = Config::load(&args.config).map_err(|e| format!("invalid config {}: {e}", args.config.display()))?;
     if config.event_log.kafka.is_none() {
@@ -176,14 +177,12 @@ fn consume(args: ConsumeArgs) -> Result<(), Failed> {
             args.name
         )));
     }
-    let clickhouse =
-        match (args.name.as_str(), &config.clickhouse) {
-            ("spend", None) => return Err(usage(
-                "`consume spend` needs analytics.clickhouse (or SWITCHYARD_CLICKHOUSE_URL): it writes spend logs there"
-                    .into(),
-            )),
-            (_, ch) => ch.clone(),
-        };
+    if name.needs_clickhouse() && config.clickhouse.is_none() {
+        return Err(usage(format!(
+            "`consume {}` needs analytics.clickhouse (or SWITCHYARD_CLICKHOUSE_URL): it writes there",
+            args.name
+        )));
+    }
     let topics = switchyard::events::topics::Topics::open(&config.event_log)
         .map_err(|e| format!("cannot open the topics: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -191,25 +190,16 @@ fn consume(args: ConsumeArgs) -> Result<(), Failed> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let name = args.name.clone();
     runtime.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let stopping = name.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
-            tracing::info!("stopping the {stopping} consumer");
+            tracing::info!(consumer = name.as_str(), "stopping");
             stop.send_replace(true);
         });
-        tracing::info!(consumer = %name, "consumer starting");
-        let result = match clickhouse {
-            Some(ch) if name == "spend" => {
-                let metrics = switchyard::consumers::ConsumerMetrics::new().map_err(|e| e.to_string())?;
-                switchyard::consumers::writer::run::<switchyard::consumers::spend::Batch>(topics, ch, metrics, stopped)
-                    .await
-            }
-            _ => switchyard::consumers::budgets::run(topics, None, config.timezone.clone(), None, stopped).await,
-        };
-        result.map_err(Failed::from)
+        tracing::info!(consumer = name.as_str(), "consumer starting");
+        let metrics = consumers::ConsumerMetrics::new().map_err(|e| e.to_string())?;
+        consumers::run(name, topics, &config, metrics, stopped).await.map_err(Failed::from)
     })
 }
 

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "consumer_offsets",
         sql: include_str!("../../schemas/clickhouse/003_consumer_offsets.sql"),
     },
+    Migration {
+        version: 4,
+        name: "deployment_minute",
+        sql: include_str!("../../schemas/clickhouse/004_deployment_minute.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

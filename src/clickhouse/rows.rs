@@ -28,41 +28,64 @@ pub fn block_start(offset: i64) -> i64 {
     block_of(offset) * BLOCK
 }
 
-/// A rollup of one block of one partition, built from the block's first offset.
-pub trait Block {
-    fn new(partition: i32, block: i64) -> Self;
-    fn block(&self) -> i64;
+/// The sums of one block of one partition, built from the block's first offset.
+#[derive(Debug, Clone)]
+pub struct Block<T> {
+    pub partition: i32,
+    pub block: i64,
+    /// The next offset the sums include: a row's version (`covered_to`).
+    pub covered_to: i64,
+    pub sums: T,
 }
 
-/// A consumer's block rollups between two inserts: the open block of each partition, and the
-/// blocks closed since the last insert (their final rows still to be written).
+impl<T: Default> Block<T> {
+    pub fn new(partition: i32, block: i64) -> Self {
+        Self { partition, block, covered_to: block * BLOCK, sums: T::default() }
+    }
+}
+
+impl<T> Block<T> {
+    /// The event at `offset` is in the block's sums (whether it counted on any or not).
+    pub fn cover(&mut self, offset: i64) {
+        self.covered_to = self.covered_to.max(offset + 1);
+    }
+
+    /// `covered_to` as the column holds it.
+    pub fn version(&self) -> u64 {
+        u64::try_from(self.covered_to).unwrap_or(0)
+    }
+}
+
+/// A consumer's blocks between two inserts: the open block of each partition, and the blocks
+/// closed since the last insert (their final rows still to be written).
 #[derive(Debug)]
-pub struct Blocks<R> {
-    open: BTreeMap<i32, R>,
-    closed: Vec<R>,
+pub struct Blocks<T> {
+    open: BTreeMap<i32, Block<T>>,
+    closed: Vec<Block<T>>,
 }
 
-impl<R> Default for Blocks<R> {
+impl<T> Default for Blocks<T> {
     fn default() -> Self {
         Self { open: BTreeMap::new(), closed: Vec::new() }
     }
 }
 
-impl<R: Block> Blocks<R> {
-    /// The rollup of the block holding `offset` of `partition` (the partition's earlier block,
-    /// if open, is closed).
-    pub fn at(&mut self, partition: i32, offset: i64) -> &mut R {
+impl<T: Default> Blocks<T> {
+    /// The block holding `offset` of `partition`, which covers it from now on (the partition's
+    /// earlier block, if open, is closed).
+    pub fn at(&mut self, partition: i32, offset: i64) -> &mut Block<T> {
         let block = block_of(offset);
-        let open = self.open.entry(partition).or_insert_with(|| R::new(partition, block));
-        if open.block() != block {
-            let done = std::mem::replace(open, R::new(partition, block));
+        let open = self.open.entry(partition).or_insert_with(|| Block::new(partition, block));
+        if open.block != block {
+            let done = std::mem::replace(open, Block::new(partition, block));
             self.closed.push(done);
         }
+        open.cover(offset);
         open
     }
 
     /// Every block to write: the closed ones and the open ones, whole.
-    pub fn iter(&self) -> impl Iterator<Item = &R> {
+    pub fn iter(&self) -> impl Iterator<Item = &Block<T>> {
         self.closed.iter().chain(self.open.values())
     }
 
@@ -257,40 +280,23 @@ pub fn rollup_keys(row: &SpendLogRow) -> Vec<Key> {
         .collect()
 }
 
-/// The rollups of one block of one partition, built from its first offset.
-#[derive(Debug, Clone)]
-pub struct BlockRollup {
-    pub partition: i32,
-    pub block: i64,
-    /// The next offset the rollup includes.
-    pub covered_to: i64,
-    totals: BTreeMap<Key, Totals>,
-}
-
-impl Block for BlockRollup {
-    fn new(partition: i32, block: i64) -> Self {
-        Self { partition, block, covered_to: block * BLOCK, totals: BTreeMap::new() }
-    }
-
-    fn block(&self) -> i64 {
-        self.block
-    }
-}
+/// The `daily_spend` sums of one block.
+pub type BlockRollup = Block<BTreeMap<Key, Totals>>;
 
 impl BlockRollup {
     /// Counts the spend log row of the event at `offset` (in this block) on every entity it
     /// belongs to.
     pub fn add(&mut self, row: &SpendLogRow, offset: i64) {
-        self.covered_to = self.covered_to.max(offset + 1);
+        self.cover(offset);
         for key in rollup_keys(row) {
-            self.totals.entry(key).or_default().add(row);
+            self.sums.entry(key).or_default().add(row);
         }
     }
 
     /// The block's rows as they stand.
     pub fn rows(&self) -> Vec<DailySpendRow> {
-        let covered_to = u64::try_from(self.covered_to).unwrap_or(0);
-        self.totals
+        let covered_to = self.version();
+        self.sums
             .iter()
             .map(|(k, t)| DailySpendRow {
                 date: k.date,
@@ -317,7 +323,7 @@ impl BlockRollup {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::events::types::CallerFields;
     use crate::events::{Envelope, Event};

@@ -7,8 +7,11 @@
 //!
 //! - [`spend`]: response events → ClickHouse `spend_logs` and `daily_spend` rollups.
 //!
-//! Not built yet: `alerts`, `analytics`.
+//! - [`analytics`]: response events and cooldowns → ClickHouse `deployment_minute`.
+//!
+//! The ClickHouse consumers share one loop ([`writer`]). Not built yet: `alerts`.
 
+pub mod analytics;
 pub mod budgets;
 pub mod spend;
 pub mod writer;
@@ -82,6 +85,10 @@ pub enum Name {
 }
 
 impl Name {
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Spend, Self::Budgets, Self::Alerts, Self::Analytics, Self::All].into_iter().find(|n| n.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Spend => "spend",
@@ -94,8 +101,55 @@ impl Name {
 
     /// Whether this version can run it.
     pub fn implemented(self) -> bool {
-        matches!(self, Self::Budgets | Self::Spend)
+        !matches!(self, Self::Alerts)
     }
+
+    /// Whether it writes to ClickHouse (and cannot run without it).
+    pub fn needs_clickhouse(self) -> bool {
+        matches!(self, Self::Spend | Self::Analytics)
+    }
+}
+
+/// Runs the consumer `name` (`all`: every implemented one, the ClickHouse ones only when it is
+/// configured) on `topics` until `stop` turns true; the first to fail stops the others.
+pub async fn run(
+    name: Name,
+    topics: crate::events::topics::Topics,
+    config: &crate::config::Config,
+    metrics: ConsumerMetrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    use writer::run as write;
+    let names = match name {
+        Name::All => vec![Name::Budgets, Name::Spend, Name::Analytics],
+        one => vec![one],
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in names {
+        let (topics, metrics, stop) = (topics.clone(), metrics.clone(), stop.clone());
+        let clickhouse = match (&config.clickhouse, name.needs_clickhouse()) {
+            (Some(ch), true) => Some(ch.clone()),
+            (None, true) if matches!(name, Name::All) => continue,
+            (None, true) => return Err(format!("`consume {}` needs analytics.clickhouse", name.as_str())),
+            (_, false) => None,
+        };
+        match (name, clickhouse) {
+            (Name::Spend, Some(ch)) => {
+                tasks.spawn(write::<spend::Batch>(topics, ch, metrics, stop));
+            }
+            (Name::Analytics, Some(ch)) => {
+                tasks.spawn(analytics::run(topics, ch, metrics, stop));
+            }
+            (Name::Budgets, _) => {
+                tasks.spawn(budgets::run(topics, None, config.timezone.clone(), None, stop));
+            }
+            (other, _) => return Err(format!("the {} consumer is not implemented yet", other.as_str())),
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| e.to_string())??;
+    }
+    Ok(())
 }
 
 /// The consumers a gateway runs itself: on the embedded log (which belongs to one process),
@@ -105,6 +159,16 @@ impl Name {
 pub struct InProcess {
     budgets: Option<budgets::InProcess>,
     spend: Option<spend::InProcess>,
+    /// With ClickHouse only: its rows have no other reader.
+    analytics: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.analytics {
+            stop.send_replace(true);
+        }
+    }
 }
 
 impl InProcess {
@@ -121,7 +185,18 @@ impl InProcess {
         if !config.event_log.enabled || config.event_log.kafka.is_some() {
             return Self::default();
         }
+        let analytics = config.clickhouse.as_ref().map(|ch| {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let (topics, ch, metrics, stopped) = (topics.clone(), ch.clone(), metrics.clone(), stopped);
+            tokio::spawn(async move {
+                if let Err(e) = analytics::run(topics, ch, metrics, stopped).await {
+                    tracing::error!(error = %e, "the analytics consumer stopped");
+                }
+            });
+            stop
+        });
         Self {
+            analytics,
             budgets: Some(budgets::InProcess::spawn(
                 topics.clone(),
                 keys.clone(),
@@ -140,6 +215,9 @@ impl InProcess {
         }
         if self.spend.is_some() {
             out.push(Name::Spend.as_str());
+        }
+        if self.analytics.is_some() {
+            out.push(Name::Analytics.as_str());
         }
         out
     }

@@ -33,7 +33,7 @@ pub struct Batch {
     /// When the newest event read ended (ms since the epoch): the consumer's lag.
     newest_ms: u64,
     /// The rollups per block, each rebuilt from its first offset.
-    blocks: Blocks<BlockRollup>,
+    blocks: Blocks<BTreeMap<Key, Totals>>,
     /// Blocks touched since the last insert.
     touched: bool,
 }

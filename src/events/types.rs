@@ -156,6 +156,11 @@ impl Timestamp {
     pub fn system_time(self) -> SystemTime {
         self.0
     }
+
+    /// Milliseconds since the epoch (0 before it).
+    pub fn unix_millis(self) -> u64 {
+        self.0.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 impl Serialize for Timestamp {

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use switchyard::clickhouse::rows::{Block, BlockRollup, SpendLogRow};
+use switchyard::clickhouse::rows::{BlockRollup, SpendLogRow};
 use switchyard::config::ClickHouseConfig;
 
 /// A throwaway ClickHouse server on a loopback port, stopped on drop.
@@ -297,11 +297,18 @@ async fn the_gateway_writes_spend_logs_and_rollups_that_match_the_cost_headers_a
 
 /// A gateway config on the embedded log at `dir`, writing spend to `ch`.
 fn gateway_yaml(dir: &std::path::Path, ch: &ClickHouseConfig) -> String {
+    gateway_yaml_with(dir, ch, "")
+}
+
+/// [`gateway_yaml`] with `extra` after the model list: more `model_list` entries, then more
+/// top-level sections.
+fn gateway_yaml_with(dir: &std::path::Path, ch: &ClickHouseConfig, extra_models: &str) -> String {
     format!(
         r#"
 model_list:
   - model_name: priced
     litellm_params: {{model: openai/gpt-4o-mini, api_base: "{{mock}}", input_cost_per_token: 0.0000013, output_cost_per_token: 0.0000071}}
+{extra_models}
 general_settings: {{master_key: {}}}
 event_log: {{path: {}}}
 analytics: {{clickhouse: {{url: "{}", database: {}}}}}
@@ -371,5 +378,88 @@ async fn clickhouse_down_then_back_a_replay_into_a_fresh_database_and_bad_events
     let replayed = rows_in(&switchyard::clickhouse::client(&fresh), 45).await;
     assert_eq!((replayed.rows, replayed.spend), (45, expected));
     gw.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct DeploymentMinutes {
+    requests: u64,
+    failures: u64,
+    errors: u64,
+    cooldowns: u64,
+    spend: i64,
+    latencies: u64,
+    p50: f64,
+}
+
+/// The deployment's minutes summed over all time; polls until `requests` and `cooldowns` are in.
+async fn minutes_of(client: &clickhouse::Client, model: &str, requests: u64, cooldowns: u64) -> DeploymentMinutes {
+    let sql = "SELECT sum(requests) AS requests, sum(failures) AS failures, \
+        toUInt64(sum(arraySum(error_counts))) AS errors, sum(cooldowns) AS cooldowns, \
+        sum(spend_nanos) AS spend, toUInt64(sum(length(latency_ms))) AS latencies, \
+        toFloat64(quantileExactArray(0.5)(latency_ms)) AS p50 \
+        FROM deployment_minute FINAL WHERE model_group = ?";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let got: DeploymentMinutes = client.query(sql).bind(model).fetch_one().await.unwrap();
+        if (got.requests >= requests && got.cooldowns >= cooldowns) || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The analytics consumer (in process on the embedded log) writes each deployment's minutes:
+/// calls, failures by type, latencies for exact quantiles, cost, and the cooldowns it entered;
+/// a restart rewrites its blocks without counting anything twice.
+#[actix_web::test]
+async fn deployment_minutes_count_calls_failures_latencies_and_cooldowns_once_across_a_restart() {
+    let Some(server) = ClickHouse::start() else { return };
+    let ch = server.config();
+    switchyard::clickhouse::migrate::migrate(&ch).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("switchyard-ch-minutes-{}", uuid::Uuid::new_v4()));
+    let broken = r#"  - model_name: broken
+    litellm_params: {model: openai/error-500, api_base: "{mock}"}
+router_settings: {allowed_fails: 0, cooldown_time: 1, num_retries: 0}"#;
+    let yaml = gateway_yaml_with(&dir, &ch, broken);
+    let client = switchyard::clickhouse::client(&ch);
+    let mut nanos = 0;
+    for round in 0..2 {
+        let gw = crate::support::start(&yaml).await;
+        nanos += calls(&gw, 10).await;
+        let body = serde_json::json!({"model": "broken", "messages": [{"role": "user", "content": "x"}]});
+        let resp = gw.post("/v1/chat/completions", &body).await;
+        assert_eq!(resp.status(), 500, "round {round}");
+        let priced = minutes_of(&client, "priced", 10 * (round + 1), 0).await;
+        assert_eq!((priced.requests, priced.failures, priced.spend), (10 * (round + 1), 0, nanos), "round {round}");
+        assert_eq!(priced.latencies, priced.requests, "one latency per call");
+        assert!(priced.p50 > 0.0);
+        let broken = minutes_of(&client, "broken", round + 1, round + 1).await;
+        assert_eq!(
+            (broken.requests, broken.failures, broken.errors),
+            (round + 1, round + 1, round + 1),
+            "round {round}"
+        );
+        assert_eq!(broken.cooldowns, round + 1, "round {round}: the failure put the deployment in cooldown");
+        gw.stop().await;
+    }
+    // Failures by type, and latency quantiles per minute, as the README queries them.
+    let by_type: Vec<(String, u64)> = client
+        .query("SELECT type, sum(n) FROM deployment_minute FINAL ARRAY JOIN error_types AS type, error_counts AS n WHERE model_group = 'broken' GROUP BY type")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(by_type.len(), 1, "{by_type:?}");
+    assert_eq!(by_type[0].1, 2);
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    struct Quantiles {
+        q: Vec<f64>,
+    }
+    let quantiles: Vec<Quantiles> = client
+        .query("SELECT arrayMap(x -> toFloat64(x), quantilesArray(0.5, 0.9, 0.99)(latency_ms)) AS q FROM deployment_minute FINAL WHERE model_group = 'priced' GROUP BY minute")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert!(!quantiles.is_empty() && quantiles.iter().all(|m| m.q.len() == 3 && m.q[0] <= m.q[2]), "{quantiles:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
