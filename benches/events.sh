@@ -176,27 +176,6 @@ after_events() {
     put "$run" "$target" load_events_failed $(($(metric switchyard_events_failed_total) - FAILED0))
 }
 
-start_broker() { # -> BROKER_PORT, BROKER_PID
-    BROKER_PORT=$(pick_port)
-    local extra=() i
-    # tansu 0.6 has no Prometheus listener flag (older releases did); pass it only when known.
-    if "$TANSU" broker --help 2>&1 | grep -q -- --prometheus-listener-url; then
-        extra=(--prometheus-listener-url "tcp://127.0.0.1:$(pick_port)")
-    fi
-    "$TANSU" broker --kafka-cluster-id bench \
-        --kafka-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-        --kafka-advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-        --storage-engine memory://tansu/ "${extra[@]}" >"$TMP/tansu-r$run.log" 2>&1 &
-    BROKER_PID=$!
-    PIDS+=("$BROKER_PID")
-    for i in $(seq 300); do
-        kill -0 "$BROKER_PID" 2>/dev/null || die "tansu exited at startup: $(tail -5 "$TMP/tansu-r$run.log")"
-        if (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "tansu is not listening on $BROKER_PORT after 30 s"
-}
-
 stop_broker() {
     [[ -n ${BROKER_PID:-} ]] || return 0
     put "$run" broker rss_kb "$(awk '/^VmRSS/{print $2}' "/proc/$BROKER_PID/status" 2>/dev/null || echo 0)"
