@@ -224,6 +224,9 @@ impl Counter {
         if !self.following.caught_up.load(Ordering::Relaxed) {
             return false;
         }
+        if let Some((gateway, at)) = crate::events::types::origin_hint(json) {
+            return gateway == self.gateway_id && at >= self.started;
+        }
         match serde_json::from_slice::<Head>(json) {
             Ok(head) => {
                 head.gateway_id == self.gateway_id

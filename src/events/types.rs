@@ -177,6 +177,10 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// How far into an event's JSON the hints look: past the envelope of an event whose ids have
+/// the usual lengths.
+const HINT_WINDOW: usize = 400;
+
 /// An event's `type`, read from the start of its JSON without parsing it, when it is where the
 /// publisher writes it (the envelope comes first); `None` when it is not found there, and the
 /// caller must parse the event to know.
@@ -184,10 +188,19 @@ pub fn kind_hint(json: &[u8]) -> Option<&str> {
     field_hint(json, b"\"type\":\"", 16)
 }
 
+/// An event's `gateway_id` and `timestamp`, read from its envelope like [`kind_hint`]; `None`
+/// when they are not where the publisher writes them (parse the event instead).
+pub fn origin_hint(json: &[u8]) -> Option<(&str, jiff::Timestamp)> {
+    let gateway = field_hint(json, b"\"gateway_id\":\"", 200)?;
+    let at = field_hint(json, b"\"timestamp\":\"", 40)?.parse().ok()?;
+    Some((gateway, at))
+}
+
 /// A string field written near the start of an event's JSON (the envelope's), read without
-/// parsing; `None` when it is not there or is not a plain string of at most `max` bytes.
+/// parsing; `None` when it is not there or is not a plain string of at most `max` bytes. (A
+/// string value cannot hold the field's name in quotes: its quotes are escaped.)
 fn field_hint<'a>(json: &'a [u8], field: &[u8], max: usize) -> Option<&'a str> {
-    let head = &json[..json.len().min(200)];
+    let head = &json[..json.len().min(HINT_WINDOW)];
     let start = head.windows(field.len()).position(|w| w == field)? + field.len();
     let len = json[start..].iter().take(max).position(|b| *b == b'"')?;
     let value = &json[start..start + len];
@@ -533,6 +546,17 @@ pub(crate) mod tests {
         assert!(RouteFields::hint(br#"{"type":"request","request_id":"a\"b"}"#).is_none());
         assert_eq!(kind_hint(br#"{"a":1}"#), None);
         assert_eq!(kind_hint(br#"{"type":"unterminated"#), None);
+    }
+
+    #[test]
+    fn the_origin_is_read_from_the_envelope_as_a_parse_would() {
+        let mut event = request();
+        event.envelope.request_id = Some("a \"gateway_id\":\"spoof\" in a call id".into());
+        let json = Event::Request(Box::new(event.clone())).to_json();
+        let (gateway, at) = origin_hint(&json).unwrap();
+        assert_eq!(gateway, event.envelope.gateway_id);
+        assert_eq!(jiff::Timestamp::try_from(event.envelope.timestamp.system_time()).unwrap(), at);
+        assert_eq!(origin_hint(br#"{"gateway_id":"g"}"#), None, "no timestamp: parse instead");
     }
 
     #[test]
