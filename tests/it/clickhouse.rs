@@ -345,14 +345,19 @@ async fn clickhouse_down_then_back_a_replay_into_a_fresh_database_and_bad_events
     let client = switchyard::clickhouse::client(&ch);
     assert_eq!(rows_in(&client, 10).await.spend, expected);
 
-    // ClickHouse stops under load: calls go on, the consumer waits and retries, then catches up.
+    // ClickHouse stops for 30 s under load: calls go on, the consumer waits and retries, then
+    // catches up.
     server.stop();
-    expected += calls(&gw, 30).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let outage = std::time::Instant::now();
+    let mut n = 10;
+    while outage.elapsed() < Duration::from_secs(30) {
+        expected += calls(&gw, 10).await;
+        n += 10;
+    }
     gw.metrics_with(&["switchyard_consumer_retries_total", "consumer=\"spend\""]).await;
     server.resume();
-    let sums = rows_in(&client, 40).await;
-    assert_eq!((sums.rows, sums.spend), (40, expected), "every call once after the outage");
+    let sums = rows_in(&client, n).await;
+    assert_eq!((sums.rows, sums.spend), (n, expected), "every call once after the outage");
     gw.stop().await;
 
     // Bad records on the log: skipped, counted, sent to the dead-letter topic.
@@ -366,8 +371,9 @@ async fn clickhouse_down_then_back_a_replay_into_a_fresh_database_and_bad_events
     }
     let gw = crate::support::start(&gateway_yaml(&dir, &ch)).await;
     expected += calls(&gw, 5).await;
-    let sums = rows_in(&client, 45).await;
-    assert_eq!((sums.rows, sums.spend), (45, expected));
+    n += 5;
+    let sums = rows_in(&client, n).await;
+    assert_eq!((sums.rows, sums.spend), (n, expected));
     gw.metrics_with(&["switchyard_consumer_skipped_total", "reason=\"unreadable\"", "} 2"]).await;
     gw.stop().await;
 
@@ -375,8 +381,8 @@ async fn clickhouse_down_then_back_a_replay_into_a_fresh_database_and_bad_events
     let fresh = server.config();
     switchyard::clickhouse::migrate::migrate(&fresh).await.unwrap();
     let gw = crate::support::start(&gateway_yaml(&dir, &fresh)).await;
-    let replayed = rows_in(&switchyard::clickhouse::client(&fresh), 45).await;
-    assert_eq!((replayed.rows, replayed.spend), (45, expected));
+    let replayed = rows_in(&switchyard::clickhouse::client(&fresh), n).await;
+    assert_eq!((replayed.rows, replayed.spend), (n, expected));
     gw.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
