@@ -161,13 +161,14 @@ fn bench_response(c: &mut Criterion) {
 }
 
 fn bench_cost(c: &mut Criterion) {
-    let plain = Price { input: 1.5e-7, output: 6e-7, cache_read: None, cache_write: None, reasoning: None };
+    let plain = Price { input: 1.5e-7, output: 6e-7, ..Price::default() };
     let full = Price {
         input: 1.1e-6,
         output: 4.4e-6,
         cache_read: Some(2.75e-7),
         cache_write: Some(1.375e-6),
         reasoning: Some(4.4e-6),
+        ..Price::default()
     };
     let u = TokenUsage {
         prompt_tokens: 1200,

@@ -24,6 +24,72 @@ pub struct ModelEntry {
     pub max_tokens: Option<f64>,
     pub litellm_provider: Option<String>,
     pub mode: Option<String>,
+    /// The `*_above_<N>k_tokens` rates, by threshold (read by [`PriceMap::from_json`]).
+    #[serde(skip)]
+    pub tiers: Tiers,
+}
+
+/// Rates that replace the base ones, every token of the call included, once its prompt is
+/// above `above` tokens (LiteLLM's `input_cost_per_token_above_200k_tokens` and the like).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tier {
+    pub above: u64,
+    pub input: Option<f64>,
+    pub output: Option<f64>,
+    pub cache_read: Option<f64>,
+    pub cache_write: Option<f64>,
+}
+
+/// A model's tiers, lowest threshold first (the map has at most two per model).
+pub type Tiers = [Option<Tier>; 2];
+
+/// The rate a tier key sets: (threshold in tokens, which rate), for the keys without a service
+/// tier suffix (`_priority`, `_flex`, `_batches`: not served here).
+fn tier_key(key: &str) -> Option<(u64, &'static str)> {
+    let (rate, rest) = key.split_once("_above_")?;
+    let threshold = rest.strip_suffix("_tokens")?;
+    let (digits, scale) = match threshold.strip_suffix('k') {
+        Some(d) => (d, 1000),
+        None => (threshold, 1),
+    };
+    let above = digits.parse::<u64>().ok()?.checked_mul(scale)?;
+    let rate = [
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "cache_read_input_token_cost",
+        "cache_creation_input_token_cost",
+    ]
+    .into_iter()
+    .find(|r| *r == rate)?;
+    Some((above, rate))
+}
+
+/// The tiers of a map entry, from its keys.
+fn tiers_of(entry: &serde_json::Map<String, serde_json::Value>) -> Tiers {
+    let mut found: Vec<Tier> = Vec::new();
+    for (key, value) in entry {
+        let (Some((above, rate)), Some(value)) = (tier_key(key), value.as_f64()) else { continue };
+        let at = match found.iter().position(|t| t.above == above) {
+            Some(at) => at,
+            None => {
+                found.push(Tier { above, ..Tier::default() });
+                found.len() - 1
+            }
+        };
+        let tier = &mut found[at];
+        match rate {
+            "input_cost_per_token" => tier.input = Some(value),
+            "output_cost_per_token" => tier.output = Some(value),
+            "cache_read_input_token_cost" => tier.cache_read = Some(value),
+            _ => tier.cache_write = Some(value),
+        }
+    }
+    found.sort_by_key(|t| t.above);
+    let mut tiers = Tiers::default();
+    for (slot, tier) in tiers.iter_mut().zip(found) {
+        *slot = Some(tier);
+    }
+    tiers
 }
 
 #[derive(Debug, Default)]
@@ -42,9 +108,11 @@ pub enum PriceMapError {
 
 impl PriceMap {
     /// The copy shipped with Switchyard (see `config/PRICES.md` for its source).
-    pub fn bundled() -> Self {
+    /// Parsed once per process (3 MB of JSON).
+    pub fn bundled() -> &'static Self {
+        static MAP: std::sync::OnceLock<PriceMap> = std::sync::OnceLock::new();
         // The bundled file is checked by a unit test; an empty map is the safe fallback.
-        Self::from_json(BUNDLED).unwrap_or_default()
+        MAP.get_or_init(|| Self::from_json(BUNDLED).unwrap_or_default())
     }
 
     pub fn load(path: &str) -> Result<Self, PriceMapError> {
@@ -58,7 +126,11 @@ impl PriceMap {
             .into_iter()
             .filter(|(k, _)| k != "sample_spec")
             // An entry with an unexpected shape is skipped rather than failing the whole map.
-            .filter_map(|(k, v)| serde_json::from_value::<ModelEntry>(v).ok().map(|e| (k, e)))
+            .filter_map(|(k, v)| {
+                let tiers = v.as_object().map(tiers_of).unwrap_or_default();
+                let entry = serde_json::from_value::<ModelEntry>(v).ok()?;
+                Some((k, ModelEntry { tiers, ..entry }))
+            })
             .collect();
         Ok(Self { models })
     }
@@ -101,30 +173,61 @@ impl PriceMap {
         if input.is_none() && output.is_none() {
             return None;
         }
+        // Custom pricing is one flat rate: the map's tiers do not apply to it.
+        let custom = input_cost_per_token.is_some() || output_cost_per_token.is_some();
         Some(Price {
             input: input.unwrap_or(0.0),
             output: output.unwrap_or(0.0),
             cache_read: cache_read_input_token_cost.or(entry.cache_read_input_token_cost),
             cache_write: cache_creation_input_token_cost.or(entry.cache_creation_input_token_cost),
             reasoning: output_cost_per_reasoning_token.or(entry.output_cost_per_reasoning_token),
+            tiers: if custom { Tiers::default() } else { entry.tiers },
+            // LiteLLM: xAI bills the higher tier once the prompt reaches the threshold.
+            inclusive: d.provider.name == "xai",
         })
     }
 }
 
 /// USD per token for one deployment.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Price {
     pub input: f64,
     pub output: f64,
     pub cache_read: Option<f64>,
     pub cache_write: Option<f64>,
     pub reasoning: Option<f64>,
+    pub tiers: Tiers,
+    /// A tier applies from a prompt of exactly its threshold (not only above it).
+    pub inclusive: bool,
 }
 
 impl Price {
+    /// The rates for a prompt of `prompt_tokens`: the highest tier it crosses replaces the
+    /// rates that tier sets (LiteLLM's `_get_token_base_cost`).
+    fn at(&self, prompt_tokens: u64) -> Self {
+        let mut p = *self;
+        for tier in self.tiers.iter().flatten() {
+            let crossed = prompt_tokens > tier.above || (self.inclusive && prompt_tokens == tier.above);
+            if crossed {
+                p.input = tier.input.unwrap_or(p.input);
+                p.output = tier.output.unwrap_or(p.output);
+                p.cache_read = tier.cache_read.or(p.cache_read);
+                p.cache_write = tier.cache_write.or(p.cache_write);
+            }
+        }
+        p
+    }
+
     /// The cost of a call. Cached reads and writes are part of `prompt_tokens` and priced at
-    /// their own rates where the map has them; reasoning tokens are part of `completion_tokens`.
+    /// their own rates where the map has them (else at the input rate); reasoning tokens are
+    /// part of `completion_tokens`. A prompt above a tier's threshold bills every token at
+    /// that tier's rates.
     pub fn cost(&self, u: &TokenUsage) -> f64 {
+        let rates = self.at(u.prompt_tokens);
+        rates.cost_flat(u)
+    }
+
+    fn cost_flat(&self, u: &TokenUsage) -> f64 {
         let cache_read = u.cache_read_input_tokens.min(u.prompt_tokens);
         let cache_write = u.cache_creation_input_tokens.min(u.prompt_tokens - cache_read);
         let plain_input = u.prompt_tokens - cache_read - cache_write;
@@ -191,10 +294,43 @@ mod tests {
         assert!(PriceMap::bundled().price_for(&d).is_none());
     }
 
+    /// LiteLLM's `completion_cost` is the oracle: tests/fixtures/litellm_costs.json holds what
+    /// it answers for models of every OpenAI-compatible provider on cached, reasoning (inside
+    /// and beside the completion) and above-threshold usage (scripts/litellm_costs.py).
+    #[test]
+    fn costs_match_litellm() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/litellm_costs.json")).unwrap();
+        let map = PriceMap::bundled();
+        let cases = fixture["cases"].as_array().unwrap();
+        assert!(cases.len() > 100);
+        let mut wrong = Vec::new();
+        for case in cases {
+            let (provider, model) = (case["provider"].as_str().unwrap(), case["model"].as_str().unwrap());
+            let d = deployment(&format!(
+                "model_list:\n  - model_name: m\n    litellm_params: {{model: '{provider}/{model}', api_base: 'http://x'}}\n"
+            ));
+            let body = serde_json::json!({"usage": case["usage"]}).to_string();
+            let usage = crate::openai::ResponseView::parse(body.as_bytes()).unwrap().usage().unwrap();
+            let ours = map.price_for(&d).map_or(0.0, |p| p.cost(&usage));
+            let theirs = case["cost"].as_f64().unwrap();
+            if (ours - theirs).abs() > 1e-12 {
+                wrong.push(format!("{provider}/{model} {}: {ours} here, {theirs} in LiteLLM", case["shape"]));
+            }
+        }
+        assert!(wrong.is_empty(), "{} of {} differ:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+    }
+
     #[test]
     fn cached_and_reasoning_tokens_use_their_own_rates() {
-        let price =
-            Price { input: 1.0, output: 10.0, cache_read: Some(0.1), cache_write: Some(1.25), reasoning: Some(20.0) };
+        let price = Price {
+            input: 1.0,
+            output: 10.0,
+            cache_read: Some(0.1),
+            cache_write: Some(1.25),
+            reasoning: Some(20.0),
+            ..Price::default()
+        };
         let u = TokenUsage {
             prompt_tokens: 100,
             completion_tokens: 50,

@@ -126,8 +126,12 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
     }
-    let prices = match &config.model_cost_map_path {
-        Some(path) => PriceMap::load(path)?,
+    let loaded;
+    let prices: &PriceMap = match &config.model_cost_map_path {
+        Some(path) => {
+            loaded = PriceMap::load(path)?;
+            &loaded
+        }
         None => PriceMap::bundled(),
     };
     let model_names =
@@ -136,7 +140,7 @@ pub fn start(config: &Config, listener: TcpListener, opts: &ServeOptions) -> Res
     let events = EventSink::start(&config.event_log, EventMetrics::register(metrics.registry())?)?;
     // Each thread builds its own client later; building one now reports a broken TLS setup at once.
     crate::providers::client::build()?;
-    let router = RouterHandle::start(config, &prices, metrics.clone(), events.clone());
+    let router = RouterHandle::start(config, prices, metrics.clone(), events.clone());
     let accounts = accounts(config, &events, &metrics)?;
     let gateway = web::Data::new(Gateway::new(
         router.clone(),

@@ -444,8 +444,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_worst_case_uses_max_tokens_at_the_output_price() {
-        let price =
-            crate::cost::Price { input: 1e-6, output: 2e-6, cache_read: None, cache_write: None, reasoning: None };
+        let price = crate::cost::Price { input: 1e-6, output: 2e-6, ..crate::cost::Price::default() };
         assert_eq!(worst_case(1000, Some(500), Some(&price)), ledger::nanos(0.001 + 0.001));
         assert_eq!(worst_case(1000, None, None), 0);
     }

@@ -83,6 +83,9 @@ struct WireUsage {
     cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     cache_creation_input_tokens: Option<u64>,
+    /// DeepSeek's cache hits.
+    #[serde(default)]
+    prompt_cache_hit_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,16 +101,28 @@ struct CompletionDetails {
 }
 
 impl From<WireUsage> for TokenUsage {
+    /// Normalized as LiteLLM does before pricing: cached tokens from Anthropic's field, else
+    /// DeepSeek's, else OpenAI's details; reasoning tokens that a provider (xAI) counts beside
+    /// `completion_tokens` rather than in it (the total says so) are folded into it.
     fn from(u: WireUsage) -> Self {
-        let cache_read =
-            u.prompt_tokens_details.and_then(|d| d.cached_tokens).or(u.cache_read_input_tokens).unwrap_or(0);
+        let cache_read = u
+            .cache_read_input_tokens
+            .or(u.prompt_cache_hit_tokens)
+            .or(u.prompt_tokens_details.and_then(|d| d.cached_tokens))
+            .unwrap_or(0);
+        let reasoning = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0);
+        let beside = u.prompt_tokens.saturating_add(u.completion_tokens).saturating_add(reasoning);
+        let completion = match u.total_tokens {
+            Some(total) if reasoning > 0 && total == beside => u.completion_tokens + reasoning,
+            _ => u.completion_tokens,
+        };
         Self {
             prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens.unwrap_or(u.prompt_tokens.saturating_add(u.completion_tokens)),
+            completion_tokens: completion,
+            total_tokens: u.total_tokens.unwrap_or(u.prompt_tokens.saturating_add(completion)),
             cache_read_input_tokens: cache_read,
             cache_creation_input_tokens: u.cache_creation_input_tokens.unwrap_or(0),
-            reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            reasoning_tokens: reasoning,
         }
     }
 }

@@ -193,7 +193,16 @@ impl RouterHandle {
             *m.entry(d.model_name.as_str()).or_default() += 1;
             m
         });
+        let mut unpriced = std::collections::HashSet::new();
         for d in &config.deployments {
+            let price = prices.price_for(d);
+            if price.is_none() && unpriced.insert(d.model_name.as_str()) {
+                tracing::warn!(
+                    model_group = %d.model_name,
+                    model = %d.litellm_model,
+                    "no price for this model in the price map: its calls cost 0 (set input_cost_per_token and output_cost_per_token, or model_info.base_model)"
+                );
+            }
             let policy = HealthPolicy {
                 cooldown_time: settings.cooldown_time,
                 disable_cooldowns: settings.disable_cooldowns,
@@ -208,15 +217,8 @@ impl RouterHandle {
                 .max_input_tokens
                 .or_else(|| entry.and_then(|e| e.max_input_tokens.or(e.max_tokens)).map(|t| t as u64));
             let max_output = entry.and_then(|e| e.max_output_tokens.or(e.max_tokens)).map(|t| t as u64);
-            let handle = Deployment::start(
-                d.clone(),
-                prices.price_for(d),
-                max_input,
-                max_output,
-                policy,
-                metrics.clone(),
-                events.clone(),
-            );
+            let handle =
+                Deployment::start(d.clone(), price, max_input, max_output, policy, metrics.clone(), events.clone());
             groups.entry(d.model_name.clone()).or_default().push(handle);
         }
         let mut wildcards: Vec<String> = groups.keys().filter(|g| g.contains('*')).cloned().collect();
