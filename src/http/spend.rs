@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use super::admin::Authed;
 use super::Gateway;
@@ -145,19 +145,74 @@ impl Metrics {
         self.failures += t.failures;
     }
 
-    fn json(&self) -> Value {
-        json!({
-            "spend": usd(self.spend),
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cache_read_input_tokens": self.cache_read_input_tokens,
-            "cache_creation_input_tokens": self.cache_creation_input_tokens,
-            "total_tokens": self.total_tokens,
-            "api_requests": self.requests,
-            "successful_requests": self.successes,
-            "failed_requests": self.failures,
-        })
+    /// LiteLLM's metrics object.
+    fn shown(&self) -> MetricsJson {
+        MetricsJson {
+            spend: usd(self.spend),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cache_read_input_tokens: self.cache_read_input_tokens,
+            cache_creation_input_tokens: self.cache_creation_input_tokens,
+            total_tokens: self.total_tokens,
+            api_requests: self.requests,
+            successful_requests: self.successes,
+            failed_requests: self.failures,
+        }
     }
+}
+
+/// The daily activity answers are large (a day per page row, each with every key of the day):
+/// typed and serialized once, not built as a JSON tree first.
+#[derive(Serialize)]
+struct MetricsJson {
+    spend: f64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cache_read_input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    total_tokens: u64,
+    api_requests: u64,
+    successful_requests: u64,
+    failed_requests: u64,
+}
+
+#[derive(Serialize)]
+struct Entry {
+    metrics: MetricsJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<KeyMetadata>,
+}
+
+#[derive(Serialize)]
+struct KeyMetadata {
+    key_alias: Option<String>,
+    team_id: Option<String>,
+}
+
+type Entries<'a> = BTreeMap<&'a str, Entry>;
+
+#[derive(Serialize)]
+struct Breakdown<'a> {
+    models: &'a Entries<'a>,
+    model_groups: &'a Entries<'a>,
+    providers: &'a Entries<'a>,
+    endpoints: Entries<'a>,
+    api_keys: &'a Entries<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entities: Option<&'a Entries<'a>>,
+}
+
+#[derive(Serialize)]
+struct Day<'a> {
+    date: &'a str,
+    metrics: MetricsJson,
+    breakdown: Breakdown<'a>,
+}
+
+#[derive(Serialize)]
+struct Activity<'a> {
+    results: Vec<Day<'a>>,
+    metadata: Value,
 }
 
 #[derive(Deserialize)]
@@ -237,67 +292,86 @@ async fn activity(
     let page_size = q.page_size.unwrap_or(50).clamp(1, 1000) as usize;
     let page = q.page.unwrap_or(1).max(1) as usize;
     let total_pages = days.len().div_ceil(page_size).max(1);
-    let results: Vec<Value> = days
+    let shown: Vec<(&String, DaySums)> = days
         .iter()
         .rev()
         .skip((page - 1).saturating_mul(page_size))
         .take(page_size)
-        .map(|(date, rows)| day_json(gw, date, rows, kind))
+        .map(|(date, rows)| (date, DaySums::of(gw, rows)))
         .collect();
-    let t = total.json();
-    Ok(HttpResponse::Ok().json(json!({
-        "results": results,
-        "metadata": {
-            "total_spend": t["spend"],
-            "total_prompt_tokens": t["prompt_tokens"],
-            "total_completion_tokens": t["completion_tokens"],
-            "total_tokens": t["total_tokens"],
-            "total_api_requests": t["api_requests"],
-            "total_successful_requests": t["successful_requests"],
-            "total_failed_requests": t["failed_requests"],
-            "total_cache_read_input_tokens": t["cache_read_input_tokens"],
-            "total_cache_creation_input_tokens": t["cache_creation_input_tokens"],
+    let results = shown.iter().map(|(date, sums)| sums.shown(date, kind)).collect();
+    let t = total.shown();
+    Ok(HttpResponse::Ok().json(Activity {
+        results,
+        metadata: json!({
+            "total_spend": t.spend,
+            "total_prompt_tokens": t.prompt_tokens,
+            "total_completion_tokens": t.completion_tokens,
+            "total_tokens": t.total_tokens,
+            "total_api_requests": t.api_requests,
+            "total_successful_requests": t.successful_requests,
+            "total_failed_requests": t.failed_requests,
+            "total_cache_read_input_tokens": t.cache_read_input_tokens,
+            "total_cache_creation_input_tokens": t.cache_creation_input_tokens,
             "page": page,
             "total_pages": total_pages,
             "has_more": page < total_pages,
-        },
-    })))
+        }),
+    }))
 }
 
-fn day_json(gw: &Gateway, date: &str, rows: &[&DayRow], kind: &str) -> Value {
-    let mut metrics = Metrics::default();
-    let mut by: [BTreeMap<String, Metrics>; 4] = Default::default();
-    for r in rows {
-        metrics.add(r);
-        for (i, name) in [&r.model_group, &r.provider, &r.api_key, &r.entity].into_iter().enumerate() {
-            by[i].entry(name.clone()).or_default().add(r);
+/// One day's sums, whole and per model group, provider, key and entity.
+struct DaySums<'a> {
+    metrics: Metrics,
+    models: Entries<'a>,
+    providers: Entries<'a>,
+    api_keys: Entries<'a>,
+    entities: Entries<'a>,
+}
+
+impl<'a> DaySums<'a> {
+    fn of(gw: &Gateway, rows: &[&'a DayRow]) -> Self {
+        let mut metrics = Metrics::default();
+        let mut by: [BTreeMap<&'a str, Metrics>; 4] = Default::default();
+        for r in rows {
+            metrics.add(r);
+            for (i, name) in [&r.model_group, &r.provider, &r.api_key, &r.entity].into_iter().enumerate() {
+                by[i].entry(name.as_str()).or_default().add(r);
+            }
+        }
+        let [models, providers, api_keys, entities] = by;
+        let plain = |m: BTreeMap<&'a str, Metrics>| -> Entries<'a> {
+            m.into_iter().map(|(k, v)| (k, Entry { metrics: v.shown(), metadata: None })).collect()
+        };
+        let api_keys = api_keys
+            .into_iter()
+            .map(|(hash, m)| {
+                let k = gw.auth.table.key(hash);
+                let metadata = KeyMetadata {
+                    key_alias: k.as_ref().and_then(|k| k.key_alias.clone()),
+                    team_id: k.as_ref().and_then(|k| k.team_id.clone()),
+                };
+                (hash, Entry { metrics: m.shown(), metadata: Some(metadata) })
+            })
+            .collect();
+        Self { metrics, models: plain(models), providers: plain(providers), api_keys, entities: plain(entities) }
+    }
+
+    /// LiteLLM's day object (`entities` only on the team and tag variants).
+    fn shown(&'a self, date: &'a str, kind: &str) -> Day<'a> {
+        Day {
+            date,
+            metrics: self.metrics.shown(),
+            breakdown: Breakdown {
+                models: &self.models,
+                model_groups: &self.models,
+                providers: &self.providers,
+                endpoints: BTreeMap::new(),
+                api_keys: &self.api_keys,
+                entities: (kind != "model").then_some(&self.entities),
+            },
         }
     }
-    let plain = |m: &BTreeMap<String, Metrics>| -> Map<String, Value> {
-        m.iter().map(|(k, v)| (k.clone(), json!({"metrics": v.json()}))).collect()
-    };
-    let api_keys: Map<String, Value> = by[2]
-        .iter()
-        .map(|(hash, m)| {
-            let k = gw.auth.table.key(hash);
-            let meta = json!({
-                "key_alias": k.as_ref().and_then(|k| k.key_alias.clone()),
-                "team_id": k.as_ref().and_then(|k| k.team_id.clone()),
-            });
-            (hash.clone(), json!({"metrics": m.json(), "metadata": meta}))
-        })
-        .collect();
-    let mut breakdown = json!({
-        "models": plain(&by[0]),
-        "model_groups": plain(&by[0]),
-        "providers": plain(&by[1]),
-        "endpoints": {},
-        "api_keys": api_keys,
-    });
-    if kind != "model" {
-        breakdown["entities"] = Value::Object(plain(&by[3]));
-    }
-    json!({"date": date, "metrics": metrics.json(), "breakdown": breakdown})
 }
 
 /// `GET /global/spend`: all spend, `{"spend", "max_budget"}`.

@@ -16,6 +16,8 @@ pub struct ClickHouse {
     dir: PathBuf,
     ports: (u16, u16),
     child: Option<Child>,
+    /// While stopped: the ports, held so that no other test's server takes them meanwhile.
+    held: Vec<TcpListener>,
 }
 
 impl ClickHouse {
@@ -34,13 +36,14 @@ impl ClickHouse {
         let dir = PathBuf::from(format!("/tmp/switchyard-clickhouse-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        let mut server = Self { url, dir, ports: (port, tcp_port), child: None };
+        let mut server = Self { url, dir, ports: (port, tcp_port), child: None, held: Vec::new() };
         server.resume();
         Some(server)
     }
 
     /// (Re)starts the server on its ports and data, and waits until it answers.
     pub fn resume(&mut self) {
+        self.held.clear();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh");
         let child = Command::new("bash")
             .args([script, self.dir.to_str().unwrap(), &self.ports.0.to_string(), &self.ports.1.to_string()])
@@ -65,6 +68,18 @@ impl ClickHouse {
         }
         while ureq_ok(&self.url).is_some() {
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // The server may take a moment to let go of its ports.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for port in [self.ports.0, self.ports.1] {
+            loop {
+                if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                    self.held.push(l);
+                    break;
+                }
+                assert!(Instant::now() < deadline, "port {port} still taken after the server stopped");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 
