@@ -255,7 +255,9 @@ impl Validator<'_> {
             self.warn("general_settings.alerting: slack is on, but neither SLACK_WEBHOOK_URL nor alert_to_webhook_url is set: no alert goes to Slack");
         }
         if out.has(Channel::Webhook) && out.webhook_url.is_none() {
-            self.warn("general_settings.alerting: webhook is on, but WEBHOOK_URL is not set: no alert goes to a webhook");
+            self.warn(
+                "general_settings.alerting: webhook is on, but WEBHOOK_URL is not set: no alert goes to a webhook",
+            );
         }
         out
     }
@@ -402,7 +404,9 @@ impl Validator<'_> {
     /// Seconds (LiteLLM's numbers) or a duration like "5m", more than 0.
     fn positive_duration(&mut self, at: &str, value: &Value) -> Option<Duration> {
         let parsed = match value {
-            Value::Number(n) => n.as_f64().ok_or_else(|| format!("expected seconds, got {n}")).and_then(duration_from_secs),
+            Value::Number(n) => {
+                n.as_f64().ok_or_else(|| format!("expected seconds, got {n}")).and_then(duration_from_secs)
+            }
             Value::String(s) => parse_duration(s),
             other => Err(format!("expected seconds or a duration like \"5m\", got {other:?}")),
         };
