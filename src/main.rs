@@ -41,7 +41,8 @@ enum Command {
     /// Serve the gateway (the default when no subcommand is given).
     Serve(ServeArgs),
     /// Run a consumer of the event log: `budgets` (spend per account and budget window, published
-    /// to <prefix>.spend). Needs event_log.kafka: on the embedded log the gateway runs it itself.
+    /// to <prefix>.spend), `spend` (ClickHouse) or `alerts` (Slack and webhooks). Needs
+    /// event_log.kafka: on the embedded log the gateway runs them itself.
     Consume(ConsumeArgs),
     /// Print the event stream (request, response and deployment events), one JSON per line.
     Tail(TailArgs),
@@ -62,8 +63,9 @@ struct MigrateArgs {
 
 #[derive(Args)]
 struct ConsumeArgs {
-    /// Which consumer: budgets (spend snapshots for the gateways) or spend (ClickHouse spend logs
-    /// and rollups; needs analytics.clickhouse). alerts, analytics and all are not implemented yet.
+    /// Which consumer: budgets (spend snapshots for the gateways), spend (ClickHouse spend logs
+    /// and rollups; needs analytics.clickhouse) or alerts (LiteLLM's alerting to Slack and
+    /// webhooks; needs general_settings.alerting). analytics and all are not implemented yet.
     #[arg(value_parser = ["spend", "budgets", "alerts", "analytics", "all"])]
     name: String,
     /// The gateways' config.yaml (its `event_log.kafka` says where the topics are).
@@ -163,9 +165,9 @@ fn usage(message: String) -> Failed {
 }
 
 fn consume(args: ConsumeArgs) -> Result<(), Failed> {
-    if !matches!(args.name.as_str(), "budgets" | "spend") {
+    if !matches!(args.name.as_str(), "budgets" | "spend" | "alerts") {
         return Err(usage(format!(
-            "the {} consumer is not implemented yet; this version runs `switchyard consume budgets` and `consume spend`",
+            "the {} consumer is not implemented yet; this version runs `switchyard consume budgets`, `consume spend` and `consume alerts`",
             args.name
         )));
     }
@@ -184,6 +186,11 @@ fn consume(args: ConsumeArgs) -> Result<(), Failed> {
             )),
             (_, ch) => ch.clone(),
         };
+    if args.name == "alerts" && !config.general.alerting.is_on() {
+        return Err(usage(
+            "`consume alerts` needs general_settings.alerting (slack and/or webhook): it delivers alerts there".into(),
+        ));
+    }
     let topics = switchyard::events::topics::Topics::open(&config.event_log)
         .map_err(|e| format!("cannot open the topics: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -201,10 +208,13 @@ fn consume(args: ConsumeArgs) -> Result<(), Failed> {
             stop.send_replace(true);
         });
         tracing::info!(consumer = %name, "consumer starting");
-        let result = match clickhouse {
-            Some(ch) if name == "spend" => {
-                let metrics = switchyard::consumers::ConsumerMetrics::new().map_err(|e| e.to_string())?;
-                switchyard::consumers::spend::run(topics, ch, metrics, stopped).await
+        let metrics = switchyard::consumers::ConsumerMetrics::new().map_err(|e| e.to_string())?;
+        let result = match (name.as_str(), clickhouse) {
+            ("spend", Some(ch)) => switchyard::consumers::spend::run(topics, ch, metrics, stopped).await,
+            ("alerts", ch) => {
+                let alerting = config.general.alerting.clone();
+                let followers = switchyard::consumers::alerts::Followers::open(&topics)?;
+                switchyard::consumers::alerts::run(topics, alerting, ch, metrics, stopped, followers).await
             }
             _ => switchyard::consumers::budgets::run(topics, None, config.timezone.clone(), stopped).await,
         };

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "consumer_offsets",
         sql: include_str!("../../schemas/clickhouse/003_consumer_offsets.sql"),
     },
+    Migration { version: 4, name: "alerts", sql: include_str!("../../schemas/clickhouse/004_alerts.sql") },
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -7,12 +7,19 @@
 //!
 //! - [`spend`]: response events → ClickHouse `spend_logs` and `daily_spend` rollups.
 //!
-//! Not built yet: `alerts`, `analytics`.
+//! - [`alerts`]: events and deployment events → alerts on `<prefix>.alerts` → Slack and
+//!   webhooks (LiteLLM's alerting), and ClickHouse `alerts`.
+//!
+//! Not built yet: `analytics`.
 
+pub mod alerts;
 pub mod budgets;
 pub mod spend;
 
+use std::time::Duration;
+
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+use tokio::sync::watch;
 
 /// Progress of the consumers, in `/metrics` (of the gateway that runs them).
 #[derive(Clone)]
@@ -93,17 +100,19 @@ impl Name {
 
     /// Whether this version can run it.
     pub fn implemented(self) -> bool {
-        matches!(self, Self::Budgets | Self::Spend)
+        matches!(self, Self::Budgets | Self::Spend | Self::Alerts)
     }
 }
 
 /// The consumers a gateway runs itself: on the embedded log (which belongs to one process),
-/// every consumer whose output is configured; with Kafka, none (`switchyard consume <name>`
-/// runs them, once per cluster). Dropping it stops them.
+/// every consumer whose output is configured (alerts: when `general_settings.alerting` is);
+/// with Kafka, none (`switchyard consume <name>` runs them, once per cluster). Dropping it
+/// stops them.
 #[derive(Default)]
 pub struct InProcess {
     budgets: Option<budgets::InProcess>,
     spend: Option<spend::InProcess>,
+    alerts: Option<alerts::InProcess>,
 }
 
 impl InProcess {
@@ -119,8 +128,22 @@ impl InProcess {
         if !config.event_log.enabled || config.event_log.kafka.is_some() {
             return Self::default();
         }
+        let alerting = &config.general.alerting;
         Self {
             budgets: Some(budgets::InProcess::spawn(topics.clone(), keys.clone(), config.timezone.clone())),
+            alerts: alerting
+                .is_on()
+                .then(|| {
+                    alerts::InProcess::spawn(
+                        topics.clone(),
+                        alerting.clone(),
+                        config.clickhouse.clone(),
+                        metrics.clone(),
+                    )
+                    .inspect_err(|e| tracing::error!(error = %e, "the alerts consumer cannot start"))
+                    .ok()
+                })
+                .flatten(),
             spend: Some(spend::InProcess::spawn(topics.clone(), config.clickhouse.clone(), memory, metrics)),
         }
     }
@@ -134,6 +157,27 @@ impl InProcess {
         if self.spend.is_some() {
             out.push(Name::Spend.as_str());
         }
+        if self.alerts.is_some() {
+            out.push(Name::Alerts.as_str());
+        }
         out
+    }
+}
+
+/// The longest one ClickHouse round trip may take: a server that stops answering without
+/// closing the connection must not hold the consumer forever (it retries instead).
+pub const CLICKHOUSE_DEADLINE: Duration = Duration::from_secs(30);
+
+pub async fn with_deadline<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(CLICKHOUSE_DEADLINE, work)
+        .await
+        .map_err(|_| format!("ClickHouse did not answer within {}s", CLICKHOUSE_DEADLINE.as_secs()))
+}
+
+/// Sleeps `d`; true when `stop` turned true meanwhile.
+pub async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
     }
 }

@@ -193,16 +193,16 @@ async fn a_new_kafka_instance_starts_from_the_budgets_consumers_snapshot() {
 }
 
 #[test]
-fn consume_runs_budgets_and_spend_only_and_only_with_kafka() {
+fn consume_runs_budgets_spend_and_alerts_only_and_only_with_kafka() {
     let file = std::env::temp_dir().join(format!("switchyard-consume-{}.yaml", uuid::Uuid::new_v4()));
-    std::fs::write(&file, format!("general_settings: {{master_key: {KEY}}}\n")).unwrap();
-    for name in ["alerts", "analytics", "all"] {
+    std::fs::write(&file, format!("general_settings: {{master_key: {KEY}, alerting: [webhook]}}\n")).unwrap();
+    for name in ["analytics", "all"] {
         let out = Command::new(BIN).args(["consume", name, "--config", file.to_str().unwrap()]).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{name}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(&format!("the {name} consumer is not implemented yet")), "{stderr}");
     }
-    for name in ["budgets", "spend"] {
+    for name in ["budgets", "spend", "alerts"] {
         let out = Command::new(BIN).args(["consume", name, "--config", file.to_str().unwrap()]).output().unwrap();
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("needs event_log.kafka"));
