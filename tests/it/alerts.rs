@@ -370,7 +370,7 @@ async fn every_alert_is_a_row_of_clickhouse_alerts() {
         outcome: String,
         destinations: Vec<String>,
     }
-    let Some(server) = crate::clickhouse::ClickHouse::start() else { return };
+    let Some(mut server) = crate::clickhouse::ClickHouse::start() else { return };
     let ch = server.config();
     switchyard::clickhouse::migrate::migrate(&ch).await.unwrap();
     let hooks = Hooks::start();
@@ -379,19 +379,24 @@ async fn every_alert_is_a_row_of_clickhouse_alerts() {
     assert_eq!(gw.chat("broken").await.status(), 500);
     let hook = hooks.wait_for("/webhook", |v| v["alert_type"] == "llm_exceptions").await;
     let client = switchyard::clickhouse::client(&ch);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let row = loop {
-        let rows: Vec<Row> = client
-            .query("SELECT alert_id, alert_type, outcome, destinations FROM alerts FINAL WHERE alert_type = 'llm_exceptions'")
-            .fetch_all()
-            .await
-            .unwrap_or_default();
-        if let Some(row) = rows.into_iter().next() {
-            break row;
+    let row_of = |alert_type: &'static str| {
+        let client = client.clone();
+        async move {
+            let sql = format!(
+                "SELECT alert_id, alert_type, outcome, destinations FROM alerts FINAL WHERE alert_type = '{alert_type}'"
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let rows: Vec<Row> = client.query(&sql).fetch_all().await.unwrap_or_default();
+                if let Some(row) = rows.into_iter().next() {
+                    return row;
+                }
+                assert!(Instant::now() < deadline, "no {alert_type} row in alerts");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        assert!(Instant::now() < deadline, "no row in alerts");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let row = row_of("llm_exceptions").await;
     assert_eq!(
         (row.alert_id.as_str(), row.alert_type.as_str()),
         (hook["alert_id"].as_str().unwrap(), "llm_exceptions")
@@ -400,6 +405,15 @@ async fn every_alert_is_a_row_of_clickhouse_alerts() {
         (row.outcome.as_str(), row.destinations),
         ("delivered", vec!["slack".to_string(), "webhook".to_string()])
     );
+
+    // ClickHouse down does not hold alerts up; their rows go in once it is back.
+    server.stop();
+    assert_eq!(gw.chat("slow").await.status(), 200);
+    let slow = hooks.wait_for("/webhook", |v| v["alert_type"] == "llm_too_slow").await;
+    gw.metrics_with(&["switchyard_consumer_retries_total", "consumer=\"alerts\""]).await;
+    server.resume();
+    let row = row_of("llm_too_slow").await;
+    assert_eq!((row.alert_id.as_str(), row.outcome.as_str()), (slow["alert_id"].as_str().unwrap(), "delivered"));
     gw.stop().await;
 }
 

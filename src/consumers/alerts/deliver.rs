@@ -1,8 +1,9 @@
 //! The second half of the alerts consumer: follows `<prefix>.alerts` under the consumer name
 //! [`GROUP`], decides what to deliver (`super::dedup`), posts it to each destination
 //! (`super::payload`), retrying with exponential backoff while a destination is down or
-//! answers 408, 429 or 5xx, writes the rows of ClickHouse `alerts` when it is configured, and
-//! only then commits its position. A destination that is down holds the alerts after it (on
+//! answers 408, 429 or 5xx, and only then commits its position; then it writes the rows of
+//! ClickHouse `alerts` when that is configured (`Rows`: a ClickHouse outage does not hold
+//! up alerts). A destination that is down holds the alerts after it (on
 //! the topic, not in memory) until it is back; a restart delivers them again, so nothing is
 //! lost (and an alert delivered just before a crash may be delivered twice). A destination that
 //! refuses an alert for good (another 4xx) is logged and counted; it does not hold the others.
@@ -206,7 +207,7 @@ pub async fn run(
         .build()
         .map_err(|e| format!("cannot build the alerts' HTTP client: {e}"))?;
     let mut d = Deliverer { config, http, dedup: Dedup::default(), metrics };
-    let client = clickhouse.as_ref().map(crate::clickhouse::client);
+    let mut rows = clickhouse.as_ref().map(|ch| Rows::new(crate::clickhouse::client(ch)));
     let mut follower = Some(follower);
     let (mut follower, mut first) = loop {
         match start(&topics, &mut d, &mut follower).await {
@@ -225,35 +226,88 @@ pub async fn run(
             std::mem::take(&mut first)
         } else {
             tokio::select! {
-            _ = stop.changed() => return Ok(()),
-            batch = follower.next_batch(256, Duration::from_millis(500)) => match batch {
-                Ok(records) => records,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the alerts consumer cannot read the alerts; retrying");
-                    if sleep_or_stop(&mut stop, Duration::from_secs(1)).await { return Ok(()) }
-                    continue;
-                }
-            },
+                _ = stop.changed() => break,
+                batch = follower.next_batch(256, Duration::from_millis(500)) => match batch {
+                    Ok(records) => records,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the alerts consumer cannot read the alerts; retrying");
+                        if sleep_or_stop(&mut stop, Duration::from_secs(1)).await { break }
+                        Vec::new()
+                    }
+                },
             }
         };
-        if records.is_empty() {
-            continue;
-        }
-        let mut rows = Vec::new();
         for record in &records {
             match d.handle(&topics, record, &mut stop).await {
-                Ok(row) => rows.extend(row),
+                Ok(row) => {
+                    if let (Some(rows), Some(row)) = (&mut rows, row) {
+                        rows.unwritten.push(row);
+                    }
+                }
+                // Told to stop while delivering: not committed, delivered again after a restart.
                 Err(()) => return Ok(()),
             }
         }
-        if let Some(client) = &client {
-            if !write(client, &rows, &d.metrics, &mut stop).await {
-                return Ok(());
+        if !records.is_empty() {
+            d.metrics.batches.with_label_values(&[NAME]).inc();
+            if let Err(e) = follower.commit().await {
+                tracing::warn!(error = %e, "cannot commit the alerts consumer's position; the next commit covers it");
             }
         }
-        d.metrics.batches.with_label_values(&[NAME]).inc();
-        if let Err(e) = follower.commit().await {
-            tracing::warn!(error = %e, "cannot commit the alerts consumer's position; the next commit covers it");
+        if let Some(rows) = &mut rows {
+            rows.write(&d.metrics).await;
+        }
+    }
+    if let Some(rows) = &mut rows {
+        rows.write(&d.metrics).await;
+    }
+    Ok(())
+}
+
+/// ClickHouse `alerts` rows not written yet. Writing them never holds up a delivery or the
+/// position (alerts matter most when other things are down): rows that cannot be written are
+/// kept, at most [`MAX_UNWRITTEN`], and tried again with backoff. A crash loses those (the
+/// alerts themselves were delivered).
+struct Rows {
+    client: clickhouse::Client,
+    unwritten: Vec<AlertRow>,
+    backoff: Duration,
+    next_try: tokio::time::Instant,
+}
+
+/// Rows kept while ClickHouse cannot take them; beyond, the oldest are dropped (counted).
+const MAX_UNWRITTEN: usize = 10_000;
+
+impl Rows {
+    fn new(client: clickhouse::Client) -> Self {
+        Self { client, unwritten: Vec::new(), backoff: FIRST_BACKOFF, next_try: tokio::time::Instant::now() }
+    }
+
+    async fn write(&mut self, metrics: &ConsumerMetrics) {
+        if self.unwritten.len() > MAX_UNWRITTEN {
+            let dropped = self.unwritten.len() - MAX_UNWRITTEN;
+            self.unwritten.drain(..dropped);
+            metrics.skipped.with_label_values(&[NAME, "clickhouse_dropped"]).inc_by(dropped as u64);
+            tracing::error!(dropped, "ClickHouse has been down too long: alert rows dropped");
+        }
+        if self.unwritten.is_empty() || tokio::time::Instant::now() < self.next_try {
+            return;
+        }
+        match with_deadline(store::insert(&self.client, &self.unwritten))
+            .await
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            Ok(()) => {
+                metrics.rows.with_label_values(&[NAME, "alerts"]).inc_by(self.unwritten.len() as u64);
+                self.unwritten.clear();
+                self.backoff = FIRST_BACKOFF;
+            }
+            Err(e) => {
+                metrics.retries.with_label_values(&[NAME]).inc();
+                tracing::warn!(error = %e, rows = self.unwritten.len(), backoff = ?self.backoff, "writing alerts to ClickHouse failed; retrying");
+                self.next_try = tokio::time::Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
         }
     }
 }
@@ -297,30 +351,4 @@ async fn start(
         follower.commit().await.map_err(|e| e.to_string())?;
     }
     Ok((follower, first))
-}
-
-/// Writes the rows, retrying with backoff; false when told to stop first.
-async fn write(
-    client: &clickhouse::Client,
-    rows: &[AlertRow],
-    metrics: &ConsumerMetrics,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match with_deadline(store::insert(client, rows)).await.and_then(|r| r.map_err(|e| e.to_string())) {
-            Ok(()) => {
-                metrics.rows.with_label_values(&[NAME, "alerts"]).inc_by(rows.len() as u64);
-                return true;
-            }
-            Err(e) => {
-                metrics.retries.with_label_values(&[NAME]).inc();
-                tracing::warn!(error = %e, rows = rows.len(), ?backoff, "writing alerts to ClickHouse failed; retrying");
-                if sleep_or_stop(stop, backoff).await {
-                    return false;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
 }
