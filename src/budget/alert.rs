@@ -73,7 +73,28 @@ fn threshold(max: i64, left: u8) -> i64 {
     i64::try_from(i128::from(max) - left_part).unwrap_or(max)
 }
 
-/// LiteLLM's WebhookEvent: what `WEBHOOK_URL` receives for a budget alert, field for field.
+/// The fields of LiteLLM's WebhookEvent, in its order.
+pub const WEBHOOK_EVENT_FIELDS: [&str; 16] = [
+    "spend",
+    "max_budget",
+    "soft_budget",
+    "token",
+    "customer_id",
+    "user_id",
+    "team_id",
+    "team_alias",
+    "organization_id",
+    "user_email",
+    "key_alias",
+    "projected_exceeded_date",
+    "projected_spend",
+    "event_group",
+    "event",
+    "event_message",
+];
+
+/// LiteLLM's WebhookEvent: what `WEBHOOK_URL` receives for a budget alert, field for field
+/// ([`WEBHOOK_EVENT_FIELDS`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookEvent {
     pub spend: f64,
@@ -334,26 +355,8 @@ mod tests {
         assert_eq!(threshold.event_message, "Key Budget: 15% Threshold Crossed\n Total Budget:`10`");
         assert_eq!(threshold.key_alias, None, "no table: only what the account says");
         let json = serde_json::to_value(&threshold).unwrap();
-        for field in [
-            "spend",
-            "max_budget",
-            "soft_budget",
-            "token",
-            "customer_id",
-            "user_id",
-            "team_id",
-            "team_alias",
-            "organization_id",
-            "user_email",
-            "key_alias",
-            "projected_exceeded_date",
-            "projected_spend",
-            "event_group",
-            "event",
-            "event_message",
-        ] {
-            assert!(json.get(field).is_some(), "{field} in {json}");
-        }
+        let fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(fields, WEBHOOK_EVENT_FIELDS, "every field, null or not");
         let team = WebhookEvent::of(
             &crossings(&Account::EndUser("cust".into()), 0, nanos(2.0), None, Some(nanos(1.0))).next().unwrap(),
             None,

@@ -221,26 +221,7 @@ async fn a_soft_budget_crossing_is_one_webhook_event_within_the_ttl() {
     spend(2).await;
     let event = hooks.wait_for("/webhook", |v| v["event"] == "soft_budget_crossed").await;
     let fields: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
-    for field in [
-        "spend",
-        "max_budget",
-        "soft_budget",
-        "token",
-        "customer_id",
-        "user_id",
-        "team_id",
-        "team_alias",
-        "organization_id",
-        "user_email",
-        "key_alias",
-        "projected_exceeded_date",
-        "projected_spend",
-        "event_group",
-        "event",
-        "event_message",
-    ] {
-        assert!(fields.contains(&field), "LiteLLM's WebhookEvent has {field}: {event}");
-    }
+    assert_eq!(fields, switchyard::budget::alert::WEBHOOK_EVENT_FIELDS, "LiteLLM's WebhookEvent: {event}");
     assert_eq!((event["token"].as_str(), event["key_alias"].as_str()), (Some(hash.as_str()), Some("search-app")));
     assert_eq!((event["event_group"].as_str(), event["soft_budget"].as_f64()), (Some("key"), Some(0.015)));
     assert!((event["spend"].as_f64().unwrap() - 0.022).abs() < 1e-9, "{event}");
