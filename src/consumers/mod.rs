@@ -125,10 +125,15 @@ impl InProcess {
         memory: std::sync::Arc<spend::MemoryStore>,
         metrics: ConsumerMetrics,
     ) -> Self {
+        let alerting = &config.general.alerting;
         if !config.event_log.enabled || config.event_log.kafka.is_some() {
+            if alerting.is_on() && !config.event_log.enabled {
+                tracing::warn!("general_settings.alerting is on, but event_log.enabled is false: alerts are raised from the event log, so none will be sent");
+            } else if alerting.is_on() {
+                tracing::info!("general_settings.alerting is on: with Kafka, run `switchyard consume alerts` (once per cluster) to send alerts");
+            }
             return Self::default();
         }
-        let alerting = &config.general.alerting;
         Self {
             budgets: Some(budgets::InProcess::spawn(topics.clone(), keys.clone(), config.timezone.clone())),
             alerts: alerting

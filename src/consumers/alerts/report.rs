@@ -67,8 +67,13 @@ pub struct Report {
     open: Option<Period>,
 }
 
+/// The tally of `key` (allocating its name only the first time); `None` when it is new and
+/// the map holds `max` already.
 fn tally<'a>(map: &'a mut HashMap<String, Tally>, key: &str, max: usize) -> Option<&'a mut Tally> {
-    if !map.contains_key(key) && map.len() >= max {
+    if map.contains_key(key) {
+        return map.get_mut(key);
+    }
+    if map.len() >= max {
         return None;
     }
     Some(map.entry(key.to_string()).or_default())
@@ -101,7 +106,7 @@ impl Report {
         if let Some(hash) = f.api_key_hash.as_deref() {
             if let Some(t) = tally(&mut period.keys, hash, MAX_KEYS) {
                 t.add(f, spend);
-                if let Some(alias) = f.key_alias.as_deref() {
+                if let Some(alias) = f.key_alias.as_deref().filter(|a| *a != t.label) {
                     t.label = alias.to_string();
                 }
             }
@@ -112,7 +117,9 @@ impl Report {
         if let Some(d) = f.deployment_id.as_deref() {
             if let Some(t) = tally(&mut period.deployments, d, MAX_OTHERS) {
                 t.add(f, spend);
-                t.label = format!("{} ({})", f.model(), f.api_base.as_deref().unwrap_or(""));
+                if t.label.is_empty() {
+                    t.label = format!("{} ({})", f.model(), f.api_base.as_deref().unwrap_or(""));
+                }
             }
         }
         closed
