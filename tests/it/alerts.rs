@@ -307,6 +307,34 @@ async fn failures_on_one_deployment_are_an_outage_and_a_cooldown_an_alert() {
 }
 
 #[actix_web::test]
+async fn the_daily_report_names_the_periods_top_spenders() {
+    let hooks = Hooks::start();
+    let args = "  alerting_args: {daily_report_frequency: 1}";
+    let yaml =
+        config(&hooks, "", "").replace("  alerting_threshold: 1\n", &format!("  alerting_threshold: 1\n{args}\n"));
+    let gw = start(&yaml).await;
+    let created: Value = gw.post("/key/generate", &json!({"key_alias": "reporting-app"})).await.json().await.unwrap();
+    let body = crate::support::chat_body("ok");
+    let resp = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(created["key"].as_str().unwrap())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let report = hooks.wait_for("/webhook", |v| v["alert_type"] == "daily_reports").await;
+    assert_eq!(report["details"]["top_keys"][0]["label"], "reporting-app", "{report}");
+    assert_eq!(report["details"]["top_models"][0]["model_group"], "ok");
+    assert!((report["details"]["spend"].as_f64().unwrap() - 0.011).abs() < 1e-9, "{report}");
+    let slack = hooks.wait_for("/slack", slack_of("daily_reports")).await;
+    let text = slack["text"].as_str().unwrap();
+    assert!(text.contains("*Top keys by spend:*\n\t1. `reporting-app`: `$0.011` (1 requests)"), "{text}");
+    gw.stop().await;
+}
+
+#[actix_web::test]
 async fn with_kafka_switchyard_consume_alerts_delivers_them() {
     let Some(broker) = crate::kafka::Broker::start() else { return };
     let hooks = Hooks::start();
