@@ -123,6 +123,11 @@ environment_variables: {{SLACK_WEBHOOK_URL: "{base}/slack", WEBHOOK_URL: "{base}
     )
 }
 
+/// `yaml` with `general_settings.alerting_args: <args>`.
+fn with_args(yaml: String, args: &str) -> String {
+    yaml.replace("  alerting_threshold: 1\n", &format!("  alerting_threshold: 1\n  alerting_args: {args}\n"))
+}
+
 /// The records of `<prefix>.alerts` that `keep` accepts, once there are `n` (waits up to 30 s).
 async fn on_topic(topics: &Topics, n: usize, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
     let mut follower = topics.follow("alerts", Start::Beginning).unwrap();
@@ -281,9 +286,10 @@ async fn a_destination_that_is_down_gets_the_alert_once_it_is_back_across_a_rest
 #[actix_web::test]
 async fn failures_on_one_deployment_are_an_outage_and_a_cooldown_an_alert() {
     let hooks = Hooks::start();
-    let args = "  alerting_args: {minor_outage_alert_threshold: 2, major_outage_alert_threshold: 3}";
-    let yaml = config(&hooks, "disable_cooldowns: true", "")
-        .replace("  alerting_threshold: 1\n", &format!("  alerting_threshold: 1\n{args}\n"));
+    let yaml = with_args(
+        config(&hooks, "disable_cooldowns: true", ""),
+        "{minor_outage_alert_threshold: 2, major_outage_alert_threshold: 3}",
+    );
     let gw = start(&yaml).await;
     for _ in 0..3 {
         assert_eq!(gw.chat("broken").await.status(), 500);
@@ -309,9 +315,7 @@ async fn failures_on_one_deployment_are_an_outage_and_a_cooldown_an_alert() {
 #[actix_web::test]
 async fn the_daily_report_names_the_periods_top_spenders() {
     let hooks = Hooks::start();
-    let args = "  alerting_args: {daily_report_frequency: 1}";
-    let yaml =
-        config(&hooks, "", "").replace("  alerting_threshold: 1\n", &format!("  alerting_threshold: 1\n{args}\n"));
+    let yaml = with_args(config(&hooks, "", ""), "{daily_report_frequency: 1}");
     let gw = start(&yaml).await;
     let created: Value = gw.post("/key/generate", &json!({"key_alias": "reporting-app"})).await.json().await.unwrap();
     let body = crate::support::chat_body("ok");
