@@ -1,9 +1,9 @@
 //! The second half of the alerts consumer: follows `<prefix>.alerts` under the consumer name
 //! [`GROUP`], decides what to deliver (`super::dedup`), posts it to each destination
 //! (`super::payload`), retrying with exponential backoff while a destination is down or
-//! answers 408, 429 or 5xx, and only then commits its position; then it writes the rows of
-//! ClickHouse `alerts` when that is configured (`Rows`: a ClickHouse outage does not hold
-//! up alerts). A destination that is down holds the alerts after it (on
+//! answers 408, 429 or 5xx, and only then commits its position. The rows of ClickHouse
+//! `alerts` (when it is configured) go to a writer task of their own (`spawn_writer`): a
+//! ClickHouse outage does not hold up alerts. A destination that is down holds the alerts after it (on
 //! the topic, not in memory) until it is back; a restart delivers them again, so nothing is
 //! lost (and an alert delivered just before a crash may be delivered twice). A destination that
 //! refuses an alert for good (another 4xx) is logged and counted; it does not hold the others.
@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::alert::{read, Alert, Read};
 use super::dedup::{Dedup, Verdict};
@@ -207,7 +207,7 @@ pub async fn run(
         .build()
         .map_err(|e| format!("cannot build the alerts' HTTP client: {e}"))?;
     let mut d = Deliverer { config, http, dedup: Dedup::default(), metrics };
-    let mut rows = clickhouse.as_ref().map(|ch| Rows::new(crate::clickhouse::client(ch)));
+    let rows = clickhouse.as_ref().map(|ch| spawn_writer(crate::clickhouse::client(ch), d.metrics.clone()));
     let mut follower = Some(follower);
     let (mut follower, mut first) = loop {
         match start(&topics, &mut d, &mut follower).await {
@@ -240,8 +240,10 @@ pub async fn run(
         for record in &records {
             match d.handle(&topics, record, &mut stop).await {
                 Ok(row) => {
-                    if let (Some(rows), Some(row)) = (&mut rows, row) {
-                        rows.unwritten.push(row);
+                    if let (Some(rows), Some(row)) = (&rows, row) {
+                        if rows.try_send(row).is_err() {
+                            d.metrics.skipped.with_label_values(&[NAME, "clickhouse_dropped"]).inc();
+                        }
                     }
                 }
                 // Told to stop while delivering: not committed, delivered again after a restart.
@@ -254,60 +256,60 @@ pub async fn run(
                 tracing::warn!(error = %e, "cannot commit the alerts consumer's position; the next commit covers it");
             }
         }
-        if let Some(rows) = &mut rows {
-            rows.write(&d.metrics).await;
-        }
-    }
-    if let Some(rows) = &mut rows {
-        rows.write(&d.metrics).await;
     }
     Ok(())
 }
 
-/// ClickHouse `alerts` rows not written yet. Writing them never holds up a delivery or the
-/// position (alerts matter most when other things are down): rows that cannot be written are
-/// kept, at most [`MAX_UNWRITTEN`], and tried again with backoff. A crash loses those (the
-/// alerts themselves were delivered).
-struct Rows {
-    client: clickhouse::Client,
-    unwritten: Vec<AlertRow>,
-    backoff: Duration,
-    next_try: tokio::time::Instant,
-}
-
-/// Rows kept while ClickHouse cannot take them; beyond, the oldest are dropped (counted).
+/// Rows waiting for ClickHouse, at most; beyond, the newest are dropped (counted).
 const MAX_UNWRITTEN: usize = 10_000;
 
-impl Rows {
-    fn new(client: clickhouse::Client) -> Self {
-        Self { client, unwritten: Vec::new(), backoff: FIRST_BACKOFF, next_try: tokio::time::Instant::now() }
-    }
+/// Starts the writer of ClickHouse `alerts`, a task of its own: writing rows never holds up a
+/// delivery or the position (alerts matter most when other things are down, and a ClickHouse
+/// that stops answering takes up to 30 s to give up on). Rows it cannot write are kept, at most
+/// [`MAX_UNWRITTEN`] in all, and tried again with backoff; a crash loses those (the alerts
+/// themselves were delivered). It writes what it holds and stops once the sender is dropped.
+fn spawn_writer(client: clickhouse::Client, metrics: ConsumerMetrics) -> mpsc::Sender<AlertRow> {
+    let (rows, mut received) = mpsc::channel::<AlertRow>(MAX_UNWRITTEN);
+    tokio::spawn(async move {
+        let (mut unwritten, mut batch) = (Vec::new(), Vec::new());
+        let (mut backoff, mut next_try) = (FIRST_BACKOFF, tokio::time::Instant::now());
+        loop {
+            tokio::select! {
+                n = received.recv_many(&mut batch, 1024) => {
+                    unwritten.append(&mut batch);
+                    if n == 0 {
+                        if !unwritten.is_empty() {
+                            write(&client, &mut unwritten, &metrics).await;
+                        }
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(next_try), if !unwritten.is_empty() => {
+                    if write(&client, &mut unwritten, &metrics).await {
+                        backoff = FIRST_BACKOFF;
+                    } else {
+                        next_try = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        }
+    });
+    rows
+}
 
-    async fn write(&mut self, metrics: &ConsumerMetrics) {
-        if self.unwritten.len() > MAX_UNWRITTEN {
-            let dropped = self.unwritten.len() - MAX_UNWRITTEN;
-            self.unwritten.drain(..dropped);
-            metrics.skipped.with_label_values(&[NAME, "clickhouse_dropped"]).inc_by(dropped as u64);
-            tracing::error!(dropped, "ClickHouse has been down too long: alert rows dropped");
+/// Inserts the rows (and forgets them); false, keeping them, when ClickHouse fails.
+async fn write(client: &clickhouse::Client, rows: &mut Vec<AlertRow>, metrics: &ConsumerMetrics) -> bool {
+    match with_deadline(store::insert(client, rows)).await.and_then(|r| r.map_err(|e| e.to_string())) {
+        Ok(()) => {
+            metrics.rows.with_label_values(&[NAME, "alerts"]).inc_by(rows.len() as u64);
+            rows.clear();
+            true
         }
-        if self.unwritten.is_empty() || tokio::time::Instant::now() < self.next_try {
-            return;
-        }
-        match with_deadline(store::insert(&self.client, &self.unwritten))
-            .await
-            .and_then(|r| r.map_err(|e| e.to_string()))
-        {
-            Ok(()) => {
-                metrics.rows.with_label_values(&[NAME, "alerts"]).inc_by(self.unwritten.len() as u64);
-                self.unwritten.clear();
-                self.backoff = FIRST_BACKOFF;
-            }
-            Err(e) => {
-                metrics.retries.with_label_values(&[NAME]).inc();
-                tracing::warn!(error = %e, rows = self.unwritten.len(), backoff = ?self.backoff, "writing alerts to ClickHouse failed; retrying");
-                self.next_try = tokio::time::Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-            }
+        Err(e) => {
+            metrics.retries.with_label_values(&[NAME]).inc();
+            tracing::warn!(error = %e, rows = rows.len(), "writing alerts to ClickHouse failed; retrying");
+            false
         }
     }
 }
