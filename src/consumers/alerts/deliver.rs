@@ -260,13 +260,14 @@ pub async fn run(
     Ok(())
 }
 
-/// Rows waiting for ClickHouse, at most; beyond, the newest are dropped (counted).
+/// Rows waiting for ClickHouse, at most; beyond, the oldest are dropped (counted).
 const MAX_UNWRITTEN: usize = 10_000;
 
 /// Starts the writer of ClickHouse `alerts`, a task of its own: writing rows never holds up a
 /// delivery or the position (alerts matter most when other things are down, and a ClickHouse
 /// that stops answering takes up to 30 s to give up on). Rows it cannot write are kept, at most
-/// [`MAX_UNWRITTEN`] in all, and tried again with backoff; a crash loses those (the alerts
+/// [`MAX_UNWRITTEN`] (and as many more in the channel, beyond which the deliverer drops them),
+/// and tried again with backoff; a crash loses those (the alerts
 /// themselves were delivered). It writes what it holds and stops once the sender is dropped.
 fn spawn_writer(client: clickhouse::Client, metrics: ConsumerMetrics) -> mpsc::Sender<AlertRow> {
     let (rows, mut received) = mpsc::channel::<AlertRow>(MAX_UNWRITTEN);
@@ -277,6 +278,12 @@ fn spawn_writer(client: clickhouse::Client, metrics: ConsumerMetrics) -> mpsc::S
             tokio::select! {
                 n = received.recv_many(&mut batch, 1024) => {
                     unwritten.append(&mut batch);
+                    if unwritten.len() > MAX_UNWRITTEN {
+                        let dropped = unwritten.len() - MAX_UNWRITTEN;
+                        unwritten.drain(..dropped);
+                        metrics.skipped.with_label_values(&[NAME, "clickhouse_dropped"]).inc_by(dropped as u64);
+                        tracing::error!(dropped, "ClickHouse has been down too long: the oldest alert rows are dropped");
+                    }
                     if n == 0 {
                         if !unwritten.is_empty() {
                             write(&client, &mut unwritten, &metrics).await;
