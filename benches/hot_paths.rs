@@ -12,7 +12,8 @@
 //! - `cost/*`: `cost::Price::cost` (every successful call).
 //! - `prompt_len/*`: `openai::prompt_len` on a 6-message chat request (pre-call estimates).
 //! - `event/*`: reading a response event back (whole, or only its spend facts) and building its
-//!   spend row: what the in-process consumers pay per call on the embedded log.
+//!   spend row, and the alert rules on it: what the in-process consumers pay per call on the
+//!   embedded log.
 
 use std::hint::black_box;
 
@@ -220,6 +221,18 @@ fn bench_event_read(c: &mut Criterion) {
         b.iter(|| {
             let row = switchyard::clickhouse::rows::SpendLogRow::of(black_box(&event));
             switchyard::clickhouse::rows::rollup_keys(&row).len()
+        })
+    });
+    // The alerts consumer, with LiteLLM's default alert types: every event goes through the rules.
+    use switchyard::consumers::alerts::rules::{CallFacts, Rules};
+    let mut rules = Rules::new(&switchyard::config::AlertingConfig::default());
+    let mut out = Vec::new();
+    c.bench_function("event/alert_rules", |b| {
+        b.iter(|| {
+            if let Some(facts) = CallFacts::of(black_box(json)) {
+                rules.call(&facts, &mut out);
+            }
+            out.len()
         })
     });
 }

@@ -13,7 +13,9 @@
 //!   budget window, reservations at admission, the spend snapshots a gateway starts from, and
 //!   the follower of `<prefix>.events` that counts other instances' calls.
 //! - [`consumers`]: consumers of the event log under their own names; `budgets` publishes
-//!   spend per account and window to the compacted `<prefix>.spend`, where gateways start.
+//!   spend per account and window to the compacted `<prefix>.spend`, where gateways start;
+//!   `spend` writes ClickHouse; `alerts` raises LiteLLM's alerts on `<prefix>.alerts` and
+//!   delivers them to Slack and webhooks.
 //! - [`limits`]: rpm/tpm/parallel limits per key, user, team, member, end user and model.
 //! - [`http`]: thin actix-web handlers, one file per endpoint family, CORS, and the stream relay.
 //! - [`router`]: the routing table (owned by the `Router` actor, read through `ArcSwap`), pure

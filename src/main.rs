@@ -41,7 +41,8 @@ enum Command {
     /// Serve the gateway (the default when no subcommand is given).
     Serve(ServeArgs),
     /// Run a consumer of the event log: `budgets` (spend per account and budget window, published
-    /// to <prefix>.spend). Needs event_log.kafka: on the embedded log the gateway runs it itself.
+    /// to <prefix>.spend), `spend` (ClickHouse) or `alerts` (Slack and webhooks). Needs
+    /// event_log.kafka: on the embedded log the gateway runs them itself.
     Consume(ConsumeArgs),
     /// Print the event stream (request, response and deployment events), one JSON per line.
     Tail(TailArgs),
@@ -63,9 +64,9 @@ struct MigrateArgs {
 #[derive(Args)]
 struct ConsumeArgs {
     /// Which consumer: budgets (spend snapshots for the gateways), spend (ClickHouse spend logs
-    /// and rollups), analytics (ClickHouse deployment_minute), or all of them (spend and
-    /// analytics need analytics.clickhouse; `all` skips them without it). alerts is not
-    /// implemented yet.
+    /// and rollups), analytics (ClickHouse deployment_minute), alerts (LiteLLM's alerting to
+    /// Slack and webhooks), or all of them. spend and analytics need analytics.clickhouse,
+    /// alerts needs general_settings.alerting; `all` skips those whose output is not set.
     #[arg(value_parser = ["spend", "budgets", "alerts", "analytics", "all"])]
     name: String,
     /// The gateways' config.yaml (its `event_log.kafka` says where the topics are).
@@ -167,9 +168,6 @@ fn usage(message: String) -> Failed {
 fn consume(args: ConsumeArgs) -> Result<(), Failed> {
     use switchyard::consumers::{self, Name};
     let name = Name::parse(&args.name).ok_or_else(|| usage(format!("no consumer named {}", args.name)))?;
-    if !name.implemented() {
-        return Err(usage(format!("the {} consumer is not implemented yet", args.name)));
-    }
     let config = Config::load(&args.config).map_err(|e| format!("invalid config {}: {e}", args.config.display()))?;
     if config.event_log.kafka.is_none() {
         return Err(usage(format!(
@@ -177,11 +175,8 @@ fn consume(args: ConsumeArgs) -> Result<(), Failed> {
             args.name
         )));
     }
-    if name.needs_clickhouse() && config.clickhouse.is_none() {
-        return Err(usage(format!(
-            "`consume {}` needs analytics.clickhouse (or SWITCHYARD_CLICKHOUSE_URL): it writes there",
-            args.name
-        )));
+    if let Some(missing) = name.missing(&config) {
+        return Err(usage(missing));
     }
     let topics = switchyard::events::topics::Topics::open(&config.event_log)
         .map_err(|e| format!("cannot open the topics: {e}"))?;

@@ -92,7 +92,7 @@ fn accounts(config: &Config, events: &EventSink, metrics: &Metrics) -> Result<Ac
     let topics = Topics::open(&config.event_log).map_err(|e| StartError::Keys(e.to_string()))?;
     let table = Arc::new(Table::default());
     let keys = KeyStore::start(topics.clone(), table.clone()).map_err(StartError::Keys)?;
-    let alerts = AlertLog { topics: topics.clone(), gateway_id: events.gateway_id().to_string() };
+    let alerts = AlertLog { topics: topics.clone(), gateway_id: events.gateway_id().to_string(), table: table.clone() };
     let budgets = Arc::new(Budgets::new(Ledger::new(config.timezone.clone()), Some(alerts)));
     let limiter = Arc::new(Limiter::default());
     let following = if events.enabled() {

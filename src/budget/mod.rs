@@ -8,8 +8,11 @@
 //! call's request event and of the cost from its response event (`crate::budget::follow`),
 //! so every instance counts every instance's calls, each after the log's propagation delay.
 //! At start, an instance seeds its spend from the budgets consumer's snapshots on
-//! `<prefix>.spend` and counts only the events after them (`crate::budget::snapshot`).
+//! `<prefix>.spend` and counts only the events after them (`crate::budget::snapshot`). A cost
+//! that crosses a budget (soft, max, or 15% / 5% of max left) is reported on `<prefix>.alerts`
+//! (`crate::budget::alert`).
 
+pub mod alert;
 pub mod follow;
 pub mod ledger;
 pub mod snapshot;
@@ -22,6 +25,7 @@ use jiff::Timestamp;
 use crate::auth::entity::{EndUserRecord, KeyRecord, Limits, SpendStart, TeamRecord, UserRecord};
 use crate::auth::Table;
 use crate::error::GatewayError;
+pub use alert::{AlertLog, Crossing};
 use ledger::{usd, Account, Ledger, Policy};
 use window::Window;
 
@@ -170,56 +174,6 @@ fn exceeded(message: String) -> GatewayError {
     GatewayError::Denied { status: 429, kind: "budget_exceeded", message }
 }
 
-/// A budget a call's cost crossed: reported on `<prefix>.alerts` (the alerts consumer delivers
-/// it), never enforced for soft budgets.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Crossing {
-    pub account: Account,
-    /// `soft_budget_crossed` or `budget_crossed` (LiteLLM's budget alert events).
-    pub event: &'static str,
-    /// USD spent after the call.
-    pub spend: f64,
-    /// The budget crossed, USD.
-    pub budget: f64,
-}
-
-/// Where crossings are reported: `<prefix>.alerts`, one record per crossing, keyed by the
-/// account (schema: `schemas/events/budget_alert.json`).
-pub struct AlertLog {
-    pub topics: crate::events::topics::Topics,
-    pub gateway_id: String,
-}
-
-impl AlertLog {
-    /// Appends the records off the caller's path (a task on the current runtime).
-    fn report(&self, crossed: Vec<Crossing>) {
-        if crossed.is_empty() {
-            return;
-        }
-        let topics = self.topics.clone();
-        let gateway_id = self.gateway_id.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        runtime.spawn(async move {
-            for c in crossed {
-                let record = serde_json::json!({
-                    "v": 1,
-                    "type": "budget_alert",
-                    "event": c.event,
-                    "account": c.account.topic_key(),
-                    "spend": c.spend,
-                    "budget": c.budget,
-                    "gateway_id": gateway_id,
-                    "timestamp": Timestamp::now().to_string(),
-                });
-                let bytes = record.to_string().into_bytes();
-                if let Err(e) = topics.append("alerts", &c.account.topic_key(), Some(&bytes)).await {
-                    tracing::warn!(error = %e, account = %c.account.topic_key(), "could not record a budget alert");
-                }
-            }
-        });
-    }
-}
-
 /// The ledger, shared by the handlers and the log follower.
 pub struct Budgets {
     pub ledger: Ledger,
@@ -285,16 +239,7 @@ impl Budgets {
             let before = self.ledger.spent(&c.account, &c.policy, at);
             self.ledger.add(&c.account, &c.policy, at, cost);
             let after = self.ledger.spent(&c.account, &c.policy, at);
-            for (event, budget) in [("soft_budget_crossed", c.soft), ("budget_crossed", c.max)] {
-                if let Some(budget) = budget.filter(|b| before < *b && *b <= after) {
-                    crossed.push(Crossing {
-                        account: c.account.clone(),
-                        event,
-                        spend: usd(after),
-                        budget: usd(budget),
-                    });
-                }
-            }
+            crossed.extend(alert::crossings(&c.account, before, after, c.soft, c.max));
         }
         crossed
     }

@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "deployment_minute",
         sql: include_str!("../../schemas/clickhouse/004_deployment_minute.sql"),
     },
+    Migration { version: 5, name: "alerts", sql: include_str!("../../schemas/clickhouse/005_alerts.sql") },
 ];
 
 #[derive(Debug, thiserror::Error)]

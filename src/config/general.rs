@@ -1,9 +1,10 @@
-//! `general_settings`: the master key and the server's own limits.
+//! `general_settings`: the master key, the server's own limits, and alerting (`alerting`).
 
 use std::time::Duration;
 
 use secrecy::SecretString;
 
+use super::alerting::{AlertingConfig, RawAlerting};
 use super::raw::RawGeneralSettings;
 use super::Validator;
 
@@ -14,6 +15,8 @@ pub struct GeneralSettings {
     pub store_prompts_in_spend_logs: bool,
     pub background_health_checks: bool,
     pub health_check_interval: Duration,
+    /// `alerting`, `alerting_threshold`, `alert_types`, `alert_to_webhook_url`, `alerting_args`.
+    pub alerting: AlertingConfig,
 }
 
 impl Default for GeneralSettings {
@@ -24,6 +27,7 @@ impl Default for GeneralSettings {
             store_prompts_in_spend_logs: false,
             background_health_checks: false,
             health_check_interval: Duration::from_secs(300),
+            alerting: AlertingConfig::default(),
         }
     }
 }
@@ -44,6 +48,13 @@ impl Validator<'_> {
             );
         }
         self.unsupported("general_settings", "general_settings", &g.extra);
+        let alerting = self.alerting(RawAlerting {
+            alerting: g.alerting,
+            alerting_threshold: g.alerting_threshold,
+            alert_types: g.alert_types,
+            alert_to_webhook_url: g.alert_to_webhook_url,
+            alerting_args: g.alerting_args,
+        });
         let master_key = g.master_key.or_else(|| (self.env)("LITELLM_MASTER_KEY")).filter(|k| !k.is_empty());
         let max_request_size_bytes = match g.max_request_size_mb {
             None => default_max_request_size_bytes(),
@@ -64,6 +75,7 @@ impl Validator<'_> {
             store_prompts_in_spend_logs: g.store_prompts_in_spend_logs.unwrap_or(false),
             background_health_checks: g.background_health_checks.unwrap_or(false),
             health_check_interval: g.health_check_interval.unwrap_or(Duration::from_secs(300)),
+            alerting,
         }
     }
 }

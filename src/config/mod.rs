@@ -6,9 +6,11 @@
 //! deployment), so a real LiteLLM config starts and serves what this build supports.
 //!
 //! One module per section: `deployment` (`model_list`), `router` (`router_settings` and the
-//! router keys LiteLLM also accepts in `litellm_settings`), `general` (`general_settings`) and
-//! `event_log` (Switchyard's own section); `env` resolves `os.environ/NAME` references.
+//! router keys LiteLLM also accepts in `litellm_settings`), `general` (`general_settings`, with
+//! its alerting keys in `alerting`), `event_log` and `analytics` (Switchyard's own sections);
+//! `env` resolves `os.environ/NAME` references.
 
+mod alerting;
 mod analytics;
 mod deployment;
 mod env;
@@ -28,6 +30,7 @@ use serde_yaml_ng::Value;
 use env::MissingVar;
 use raw::{Extra, RawConfig};
 
+pub use alerting::{AlertType, AlertingConfig, Channel};
 pub use analytics::ClickHouseConfig;
 pub use deployment::{CustomPricing, DeploymentConfig, Mode};
 pub use event_log::{EventLogConfig, FsyncPolicy, KafkaConfig};

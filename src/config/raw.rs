@@ -403,6 +403,12 @@ pub struct RawGeneralSettings {
     pub background_health_checks: Option<bool>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub health_check_interval: Option<Duration>,
+    /// The alerting keys, read as written: `config::alerting` checks each value.
+    pub alerting: Option<Value>,
+    pub alerting_threshold: Option<Value>,
+    pub alert_types: Option<Value>,
+    pub alert_to_webhook_url: Option<Value>,
+    pub alerting_args: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -437,3 +437,82 @@ fn budget_windows_follow_litellm_settings_timezone() {
     assert!(error_of("litellm_settings: {timezone: Mars/Olympus}\n")
         .starts_with("litellm_settings.timezone: unknown timezone"));
 }
+
+#[test]
+fn alerting_settings_are_read_with_litellms_defaults() {
+    use secrecy::ExposeSecret;
+    let cfg = load("general_settings: {master_key: sk-1}\n").unwrap();
+    let a = &cfg.general.alerting;
+    assert!(!a.is_on());
+    assert_eq!((a.threshold, a.budget_alert_ttl), (Duration::from_secs(300), Duration::from_secs(86_400)));
+    assert_eq!((a.daily_report_frequency, a.outage_alert_ttl), (Duration::from_secs(43_200), Duration::from_secs(60)));
+    assert_eq!((a.minor_outage_threshold, a.major_outage_threshold), (5, 10));
+    assert_eq!(a.alert_types.len(), 14);
+
+    let yaml = r#"
+general_settings:
+  master_key: sk-1
+  alerting: ["slack", "webhook", "email"]
+  alerting_threshold: 1.5
+  alert_types: ["llm_exceptions", "budget_alerts", "db_exceptions"]
+  alert_to_webhook_url:
+    llm_exceptions: ["http://hooks.test/a", "http://hooks.test/b"]
+    budget_alerts: http://hooks.test/c
+  alerting_args: {budget_alert_ttl: 10m, outage_alert_ttl: 30, minor_outage_alert_threshold: 2, major_outage_alert_threshold: 3, report_check_interval: 60}
+environment_variables: {SLACK_WEBHOOK_URL: "http://hooks.test/slack", WEBHOOK_URL: "https://hooks.test/hook"}
+"#;
+    let cfg = load(yaml).unwrap();
+    let a = &cfg.general.alerting;
+    assert_eq!(a.channels, [Channel::Slack, Channel::Webhook]);
+    assert_eq!(a.threshold, Duration::from_millis(1500));
+    assert_eq!(a.alert_types, [AlertType::LlmExceptions, AlertType::BudgetAlerts, AlertType::DbExceptions]);
+    assert_eq!(a.routes[&AlertType::LlmExceptions].len(), 2);
+    assert_eq!(a.routes[&AlertType::BudgetAlerts][0].expose_secret(), "http://hooks.test/c");
+    assert_eq!(a.slack_webhook_url.as_ref().unwrap().expose_secret(), "http://hooks.test/slack");
+    assert_eq!(a.webhook_url.as_ref().unwrap().expose_secret(), "https://hooks.test/hook");
+    assert_eq!((a.budget_alert_ttl, a.outage_alert_ttl), (Duration::from_secs(600), Duration::from_secs(30)));
+    assert_eq!((a.minor_outage_threshold, a.major_outage_threshold), (2, 3));
+    for warned in [
+        "general_settings.alerting: email is not implemented",
+        "general_settings.alert_types: db_exceptions not raised by Switchyard",
+        "general_settings.alerting_args.report_check_interval: not implemented",
+    ] {
+        assert!(cfg.warnings.iter().any(|w| w.starts_with(warned)), "{warned}: {:?}", cfg.warnings);
+    }
+    assert!(!cfg.warnings.iter().any(|w| w.starts_with("general_settings.alerting:") && w.contains("no alert goes")));
+
+    // Slack on without a URL still starts, with a warning.
+    let cfg = load("general_settings: {master_key: sk-1, alerting: [slack]}\n").unwrap();
+    assert!(cfg.warnings.iter().any(|w| w.contains("neither SLACK_WEBHOOK_URL nor alert_to_webhook_url")));
+}
+
+#[test]
+fn bad_alerting_values_are_problems_naming_the_field() {
+    let err = |settings: &str| error_of(&format!("general_settings: {{master_key: sk-1, {settings}}}\n"));
+    for (settings, expected) in [
+        ("alerting: slack", "general_settings.alerting: expected a list"),
+        ("alerting: [slack, pager]", "general_settings.alerting[1]: expected slack, webhook or email"),
+        ("alerting_threshold: 0", "general_settings.alerting_threshold: must be more than 0"),
+        ("alerting_threshold: soon", "general_settings.alerting_threshold: expected seconds"),
+        ("alert_types: [llm_exceptions, llm_slow]", "general_settings.alert_types[1]: unknown alert type \"llm_slow\""),
+        ("alert_to_webhook_url: {nope: http://x}", "general_settings.alert_to_webhook_url: unknown alert type"),
+        (
+            "alert_to_webhook_url: {llm_exceptions: [http://a.test, ftp://b]}",
+            "general_settings.alert_to_webhook_url.llm_exceptions[1]: expected an http(s) URL",
+        ),
+        ("alerting_args: {budget_alert_ttl: -5}", "general_settings.alerting_args.budget_alert_ttl: expected"),
+        (
+            "alerting_args: {minor_outage_alert_threshold: 0}",
+            "general_settings.alerting_args.minor_outage_alert_threshold: expected a whole number of at least 1",
+        ),
+        (
+            "alerting_args: {minor_outage_alert_threshold: 8, major_outage_alert_threshold: 4}",
+            "general_settings.alerting_args.major_outage_alert_threshold: must be at least minor",
+        ),
+    ] {
+        let e = err(settings);
+        assert!(e.starts_with(expected), "{settings}: {e}");
+    }
+    let e = error_of("general_settings: {master_key: sk-1}\nenvironment_variables: {WEBHOOK_URL: not-a-url}\n");
+    assert!(e.starts_with("WEBHOOK_URL: environment variable: expected an http(s) URL"), "{e}");
+}

@@ -9,14 +9,21 @@
 //!
 //! - [`analytics`]: response events and cooldowns → ClickHouse `deployment_minute`.
 //!
-//! The ClickHouse consumers share one loop ([`writer`]). Not built yet: `alerts`.
+//! - [`alerts`]: events and deployment events → alerts on `<prefix>.alerts` → Slack and
+//!   webhooks (LiteLLM's alerting), and ClickHouse `alerts`.
+//!
+//! The ClickHouse consumers share one loop ([`writer`]).
 
+pub mod alerts;
 pub mod analytics;
 pub mod budgets;
 pub mod spend;
 pub mod writer;
 
+use std::time::Duration;
+
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+use tokio::sync::watch;
 
 /// Progress of the consumers, in `/metrics` (of the gateway that runs them).
 #[derive(Clone)]
@@ -99,19 +106,25 @@ impl Name {
         }
     }
 
-    /// Whether this version can run it.
-    pub fn implemented(self) -> bool {
-        !matches!(self, Self::Alerts)
-    }
-
-    /// Whether it writes to ClickHouse (and cannot run without it).
-    pub fn needs_clickhouse(self) -> bool {
-        matches!(self, Self::Spend | Self::Analytics)
+    /// What `config` lacks for this consumer to run (its output), if anything.
+    pub fn missing(self, config: &crate::config::Config) -> Option<String> {
+        match self {
+            Self::Spend | Self::Analytics if config.clickhouse.is_none() => Some(format!(
+                "`consume {}` needs analytics.clickhouse (or SWITCHYARD_CLICKHOUSE_URL): it writes there",
+                self.as_str()
+            )),
+            Self::Alerts if !config.general.alerting.is_on() => Some(
+                "`consume alerts` needs general_settings.alerting (slack and/or webhook): it delivers alerts there"
+                    .into(),
+            ),
+            _ => None,
+        }
     }
 }
 
-/// Runs the consumer `name` (`all`: every implemented one, the ClickHouse ones only when it is
-/// configured) on `topics` until `stop` turns true; the first to fail stops the others.
+/// Runs the consumer `name` on `topics` until `stop` turns true; the first to fail stops the
+/// others. `all` runs every consumer, except those whose output is not configured (the ClickHouse
+/// ones without ClickHouse, alerts without `general_settings.alerting`).
 pub async fn run(
     name: Name,
     topics: crate::events::topics::Topics,
@@ -121,18 +134,19 @@ pub async fn run(
 ) -> Result<(), String> {
     use writer::run as write;
     let names = match name {
-        Name::All => vec![Name::Budgets, Name::Spend, Name::Analytics],
+        Name::All => vec![Name::Budgets, Name::Spend, Name::Analytics, Name::Alerts],
         one => vec![one],
     };
+    let all = name == Name::All;
     let mut tasks = tokio::task::JoinSet::new();
     for name in names {
+        match name.missing(config) {
+            Some(_) if all => continue,
+            Some(missing) => return Err(missing),
+            None => {}
+        }
         let (topics, metrics, stop) = (topics.clone(), metrics.clone(), stop.clone());
-        let clickhouse = match (&config.clickhouse, name.needs_clickhouse()) {
-            (Some(ch), true) => Some(ch.clone()),
-            (None, true) if matches!(name, Name::All) => continue,
-            (None, true) => return Err(format!("`consume {}` needs analytics.clickhouse", name.as_str())),
-            (_, false) => None,
-        };
+        let clickhouse = config.clickhouse.clone();
         match (name, clickhouse) {
             (Name::Spend, Some(ch)) => {
                 tasks.spawn(write::<spend::Batch>(topics, ch, metrics, stop));
@@ -143,7 +157,12 @@ pub async fn run(
             (Name::Budgets, _) => {
                 tasks.spawn(budgets::run(topics, None, config.timezone.clone(), None, stop));
             }
-            (other, _) => return Err(format!("the {} consumer is not implemented yet", other.as_str())),
+            (Name::Alerts, clickhouse) => {
+                let followers = alerts::Followers::open(&topics)?;
+                let alerting = config.general.alerting.clone();
+                tasks.spawn(alerts::run(topics, alerting, clickhouse, metrics, stop, followers));
+            }
+            (other, _) => return Err(format!("`consume {}` cannot run here", other.as_str())),
         }
     }
     while let Some(done) = tasks.join_next().await {
@@ -153,14 +172,16 @@ pub async fn run(
 }
 
 /// The consumers a gateway runs itself: on the embedded log (which belongs to one process),
-/// every consumer whose output is configured; with Kafka, none (`switchyard consume <name>`
-/// runs them, once per cluster). Dropping it stops them.
+/// every consumer whose output is configured (alerts: when `general_settings.alerting` is);
+/// with Kafka, none (`switchyard consume <name>` runs them, once per cluster). Dropping it
+/// stops them.
 #[derive(Default)]
 pub struct InProcess {
     budgets: Option<budgets::InProcess>,
     spend: Option<spend::InProcess>,
     /// With ClickHouse only: its rows have no other reader.
     analytics: Option<tokio::sync::watch::Sender<bool>>,
+    alerts: Option<alerts::InProcess>,
 }
 
 impl Drop for InProcess {
@@ -182,7 +203,13 @@ impl InProcess {
         metrics: ConsumerMetrics,
         events: &crate::events::EventSink,
     ) -> Self {
+        let alerting = &config.general.alerting;
         if !config.event_log.enabled || config.event_log.kafka.is_some() {
+            if alerting.is_on() && !config.event_log.enabled {
+                tracing::warn!("general_settings.alerting is on, but event_log.enabled is false: alerts are raised from the event log, so none will be sent");
+            } else if alerting.is_on() {
+                tracing::info!("general_settings.alerting is on: with Kafka, run `switchyard consume alerts` (once per cluster) to send alerts");
+            }
             return Self::default();
         }
         let analytics = config.clickhouse.as_ref().map(|ch| {
@@ -203,6 +230,19 @@ impl InProcess {
                 config.timezone.clone(),
                 events.clone(),
             )),
+            alerts: alerting
+                .is_on()
+                .then(|| {
+                    alerts::InProcess::spawn(
+                        topics.clone(),
+                        alerting.clone(),
+                        config.clickhouse.clone(),
+                        metrics.clone(),
+                    )
+                    .inspect_err(|e| tracing::error!(error = %e, "the alerts consumer cannot start"))
+                    .ok()
+                })
+                .flatten(),
             spend: Some(spend::InProcess::spawn(topics.clone(), config.clickhouse.clone(), memory, metrics)),
         }
     }
@@ -219,6 +259,27 @@ impl InProcess {
         if self.analytics.is_some() {
             out.push(Name::Analytics.as_str());
         }
+        if self.alerts.is_some() {
+            out.push(Name::Alerts.as_str());
+        }
         out
+    }
+}
+
+/// The longest one ClickHouse round trip may take: a server that stops answering without
+/// closing the connection must not hold the consumer forever (it retries instead).
+pub const CLICKHOUSE_DEADLINE: Duration = Duration::from_secs(30);
+
+pub async fn with_deadline<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(CLICKHOUSE_DEADLINE, work)
+        .await
+        .map_err(|_| format!("ClickHouse did not answer within {}s", CLICKHOUSE_DEADLINE.as_secs()))
+}
+
+/// Sleeps `d`; true when `stop` turned true meanwhile.
+pub async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
     }
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::writer::{insert_all, run, sleep_or_stop};
+use super::sleep_or_stop;
+use super::writer::{insert_all, run};
 use super::ConsumerMetrics;
 use crate::clickhouse::queries::{DayFilter, DayRow, LogFilter};
 use crate::clickhouse::rows::{rollup_keys, BlockRollup, Blocks, DailySpendRow, Key, SpendLogRow, Totals};

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::ConsumerMetrics;
+use super::{sleep_or_stop, with_deadline, ConsumerMetrics};
 use crate::clickhouse::rows::{block_start, BLOCK};
 use crate::config::ClickHouseConfig;
 use crate::events::topics::{Record, Start, Topics};
@@ -221,23 +221,5 @@ pub async fn run<B: Batch>(
         if stopping {
             return Ok(());
         }
-    }
-}
-
-/// The longest one ClickHouse round trip may take: a server that stops answering without
-/// closing the connection must not hold the consumer forever (it retries instead).
-const CLICKHOUSE_DEADLINE: Duration = Duration::from_secs(30);
-
-async fn with_deadline<T>(work: impl Future<Output = T>) -> Result<T, String> {
-    tokio::time::timeout(CLICKHOUSE_DEADLINE, work)
-        .await
-        .map_err(|_| format!("ClickHouse did not answer within {}s", CLICKHOUSE_DEADLINE.as_secs()))
-}
-
-/// Sleeps `d`; true when `stop` turned true meanwhile.
-pub async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => *stop.borrow(),
-        _ = stop.changed() => true,
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway on 127.0.0.1:0 in front of the mock upstream (OpenAI's
 //! wire format with fault injection), asserting what a client sees.
 
+mod alerts;
 mod cli;
 mod clickhouse;
 mod cluster;

@@ -195,12 +195,8 @@ async fn a_new_kafka_instance_starts_from_the_budgets_consumers_snapshot() {
 #[test]
 fn consume_runs_only_with_kafka_and_says_what_is_missing() {
     let file = std::env::temp_dir().join(format!("switchyard-consume-{}.yaml", uuid::Uuid::new_v4()));
-    std::fs::write(&file, format!("general_settings: {{master_key: {KEY}}}\n")).unwrap();
-    let out = Command::new(BIN).args(["consume", "alerts", "--config", file.to_str().unwrap()]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("the alerts consumer is not implemented yet"), "{stderr}");
-    for name in ["budgets", "spend", "analytics", "all"] {
+    std::fs::write(&file, format!("general_settings: {{master_key: {KEY}, alerting: [webhook]}}\n")).unwrap();
+    for name in ["budgets", "spend", "analytics", "alerts", "all"] {
         let out = Command::new(BIN).args(["consume", name, "--config", file.to_str().unwrap()]).output().unwrap();
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("needs event_log.kafka"));
@@ -213,10 +209,14 @@ fn consume_runs_only_with_kafka_and_says_what_is_missing() {
         ),
     )
     .unwrap();
-    for name in ["spend", "analytics"] {
+    for (name, needs) in [
+        ("spend", "needs analytics.clickhouse"),
+        ("analytics", "needs analytics.clickhouse"),
+        ("alerts", "needs general_settings.alerting"),
+    ] {
         let out = Command::new(BIN).args(["consume", name, "--config", file.to_str().unwrap()]).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{name}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("needs analytics.clickhouse"), "{name}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(needs), "{name}");
     }
     let out = Command::new(BIN).args(["consume", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("analytics"));

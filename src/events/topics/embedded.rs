@@ -169,7 +169,7 @@ impl Embedded {
     ) -> Result<Follower, TopicError> {
         let dir = self.store.root.join(name);
         let group = match &start {
-            Start::Group(group) => Some(dir.join(format!("{group}.offsets"))),
+            Start::Group(group) | Start::GroupOrEnd(group) => Some(dir.join(format!("{group}.offsets"))),
             _ => None,
         };
         // Where it starts, unless at the end (which depends on the source).
@@ -180,6 +180,10 @@ impl Embedded {
             Start::Group(_) => match &group {
                 Some(path) => Some(read_group(path)?.unwrap_or(0)),
                 None => Some(0),
+            },
+            Start::GroupOrEnd(_) => match &group {
+                Some(path) => read_group(path)?,
+                None => None,
             },
         };
         let (source, appended, position, end) = match view {
@@ -526,7 +530,7 @@ pub(super) struct Follower {
     end: Option<i64>,
     /// Set once every record there was at creation has been returned.
     caught_up: bool,
-    /// `Start::Group`: the file that keeps the group's position.
+    /// `Start::Group` and `GroupOrEnd`: the file that keeps the group's position.
     group: Option<PathBuf>,
 }
 
@@ -1067,6 +1071,21 @@ mod tests {
         assert_eq!(summary(&drain(&mut group).await), [(3, "a3", Some("x")), (4, "a4", Some("x"))]);
         let mut other = topics.follow("alerts", Start::Group("other".into())).unwrap();
         assert_eq!(drain(&mut other).await.len(), 5, "a new group starts at the beginning");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_group_or_end_starts_at_the_end_until_it_commits() {
+        let dir = temp_dir();
+        let topics = Topics::open(&config(&dir)).unwrap();
+        topics.append("alerts", "old", Some(b"x")).await.unwrap();
+        let mut fresh = topics.follow("alerts", Start::GroupOrEnd("deliver".into())).unwrap();
+        assert!(fresh.next_batch(10, Duration::ZERO).await.unwrap().is_empty(), "the history is not read");
+        fresh.commit().await.unwrap();
+        topics.append("alerts", "new", Some(b"y")).await.unwrap();
+        drop(fresh);
+        let mut again = topics.follow("alerts", Start::GroupOrEnd("deliver".into())).unwrap();
+        assert_eq!(summary(&drain(&mut again).await), [(1, "new", Some("y"))], "from the commit on");
         fs::remove_dir_all(dir).unwrap();
     }
 

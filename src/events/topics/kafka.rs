@@ -124,7 +124,7 @@ impl Kafka {
         // librdkafka assigns partitions only to a consumer with a group id. A follower that is
         // not a named consumer gets a name of its own, under which it never commits.
         match &start {
-            Start::Group(group) => config.set("group.id", group),
+            Start::Group(group) | Start::GroupOrEnd(group) => config.set("group.id", group),
             _ => config.set("group.id", format!("switchyard-follower-{}", uuid::Uuid::new_v4())),
         };
         let consumer: StreamConsumer = config.create()?;
@@ -281,7 +281,7 @@ impl Follower {
         let partitions = blocking(move || {
             let ids = partition_ids(&consumer, &name)?;
             let committed = match &start {
-                Start::Group(_) => {
+                Start::Group(_) | Start::GroupOrEnd(_) => {
                     let mut list = TopicPartitionList::new();
                     for id in &ids {
                         list.add_partition(&name, *id);
@@ -298,13 +298,17 @@ impl Follower {
                     Start::Beginning => low,
                     Start::End => high,
                     Start::At(at) => at.iter().find(|(p, _)| *p == id).map_or(low, |(_, o)| *o),
-                    Start::Group(_) => match committed.as_ref().and_then(|c| c.find_partition(&name, id)) {
-                        Some(element) => match element.offset() {
-                            Offset::Offset(offset) => offset,
-                            _ => low,
-                        },
-                        None => low,
-                    },
+                    Start::Group(_) | Start::GroupOrEnd(_) => {
+                        // Where the group has no offset: the beginning, or for GroupOrEnd the end.
+                        let unset = if matches!(start, Start::GroupOrEnd(_)) { high } else { low };
+                        match committed.as_ref().and_then(|c| c.find_partition(&name, id)) {
+                            Some(element) => match element.offset() {
+                                Offset::Offset(offset) => offset,
+                                _ => unset,
+                            },
+                            None => unset,
+                        }
+                    }
                 };
                 assignment.add_partition_offset(&name, id, Offset::Offset(position))?;
                 partitions.insert(id, Partition { position, end: high });
@@ -327,7 +331,9 @@ impl Follower {
     }
 
     pub(super) async fn commit(&mut self) -> Result<(), TopicError> {
-        let (Start::Group(_), Some(partitions)) = (&self.start, &self.partitions) else { return Ok(()) };
+        let (Start::Group(_) | Start::GroupOrEnd(_), Some(partitions)) = (&self.start, &self.partitions) else {
+            return Ok(());
+        };
         let mut list = TopicPartitionList::new();
         for (id, partition) in partitions {
             list.add_partition_offset(&self.name, *id, Offset::Offset(partition.position))?;

@@ -62,6 +62,9 @@ pub enum Start {
     /// did. One follower per name at a time: the name keeps a position, it does not share out
     /// partitions between members.
     Group(String),
+    /// As `Group`, but the end (as [`Start::End`]) for a name that never committed: a consumer
+    /// that reacts to what happens from its first start on (alerts), not to the history.
+    GroupOrEnd(String),
     /// The next offset to read, per partition (as [`Follower::position`] returned it, e.g. from
     /// a snapshot); partitions not listed start at the beginning.
     At(Vec<(i32, i64)>),
@@ -211,7 +214,7 @@ impl Topics {
     /// due) in the calling thread; `Start::End` on the event log reads its last segment through.
     pub fn follow(&self, short: &str, start: Start) -> Result<Follower, TopicError> {
         check_short(short)?;
-        if let Start::Group(group) = &start {
+        if let Start::Group(group) | Start::GroupOrEnd(group) = &start {
             check_group(group)?;
         }
         let inner = match &self.backend {
@@ -304,7 +307,8 @@ impl Follower {
         }
     }
 
-    /// [`Start::Group`] followers: stores the position (after the records returned so far)
+    /// [`Start::Group`] and [`Start::GroupOrEnd`] followers: stores the position (after the
+    /// records returned so far)
     /// durably as the group's, where the next follower of the group starts. Others: nothing.
     pub async fn commit(&mut self) -> Result<(), TopicError> {
         match &mut self.inner {
