@@ -107,7 +107,8 @@ fn accounts(config: &Config, events: &EventSink, metrics: &Metrics) -> Result<Ac
     // process of its own (`switchyard consume <name>`).
     let memory = Arc::new(crate::consumers::spend::MemoryStore::default());
     let consumer_metrics = crate::consumers::ConsumerMetrics::register(metrics.registry())?;
-    let consumers = crate::consumers::InProcess::start(&topics, &keys, config, memory.clone(), consumer_metrics, events);
+    let consumers =
+        crate::consumers::InProcess::start(&topics, &keys, config, memory.clone(), consumer_metrics, events);
     if !consumers.names().is_empty() {
         tracing::info!(consumers = ?consumers.names(), "running the event log's consumers in this process");
     }

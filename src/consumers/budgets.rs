@@ -538,7 +538,8 @@ mod tests {
         let topics = Topics::open(&config).unwrap();
         let keys = KeyStore::start(topics.clone(), table()).unwrap();
         let call = |key: &str| {
-            let caller = CallerFields { api_key_hash: Some(key.into()), team_id: Some("t".into()), ..Default::default() };
+            let caller =
+                CallerFields { api_key_hash: Some(key.into()), team_id: Some("t".into()), ..Default::default() };
             crate::events::Event::Response(Box::new(crate::events::types::tests::response(caller, 0.5)))
         };
         for _ in 0..100 {
