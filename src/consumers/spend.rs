@@ -6,13 +6,25 @@
 //!   between the two re-reads events whose rows are already in;
 //! - a `spend_logs` duplicate has the same sorting key and collapses (ReplacingMergeTree);
 //! - rollups are per block of [`BLOCK`] offsets, always rebuilt from the block's first offset:
-//!   at start the consumer resumes from the start of the block holding its saved position, and
-//!   a rewritten block's rows replace the old ones (`covered_to` only grows). Query with FINAL.
+//!   a partition is read from the start of the block holding its saved position, and a
+//!   rewritten block's rows replace the old ones (`covered_to` only grows). Query with FINAL.
+//!
+//! Many processes share the work: the follower is a member of the consumer group
+//! `<prefix>.consumer.spend` ([`Start::Shared`]), each partition of `<prefix>.events` read by
+//! one member at a time. ClickHouse's `consumer_offsets` stays the source of truth: a
+//! partition given to this process starts at the start of the block holding its position
+//! there (or at the beginning: a fresh database is rebuilt from the log), never at the
+//! group's Kafka offsets, which are committed after each batch only so that standard Kafka
+//! tools show the lag. A partition taken away is forgotten: its unwritten rows and its open
+//! block are dropped, and its position is not written; its next owner reads them again from
+//! the block's start. Even a member that wrote late (after losing a partition) cannot break
+//! a total: everything it writes is a function of the log from a block's start, and the
+//! furthest row wins.
 //!
 //! ClickHouse down: the batch is kept and retried with backoff, the position does not move, and
 //! the follower is not read meanwhile (the log holds what comes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +36,7 @@ use crate::clickhouse::rows::{
     block_of, block_start, rollup_keys, BlockRollup, DailySpendRow, Key, SpendLogRow, Totals, BLOCK,
 };
 use crate::config::ClickHouseConfig;
-use crate::events::topics::{Record, Start, Topics};
+use crate::events::topics::{Follower, Reassigned, Record, Start, Topics};
 use crate::events::types::kind_hint;
 use crate::events::Event;
 
@@ -46,27 +58,34 @@ struct Offset {
 /// What the consumer holds between inserts.
 #[derive(Default)]
 pub struct Batch {
-    rows: Vec<SpendLogRow>,
-    /// Records that cannot be read: (key, value), for `<prefix>.dead_letters`.
-    dead: Vec<(String, Vec<u8>)>,
+    /// The rows to insert, each with the partition it was read from.
+    rows: Vec<(i32, SpendLogRow)>,
+    /// Records that cannot be read: (partition, key, value), for `<prefix>.dead_letters`.
+    dead: Vec<(i32, String, Vec<u8>)>,
     /// When the newest event read ended (ms since the epoch): the consumer's lag.
     newest_ms: u64,
     /// The open block of each partition, rebuilt from its first offset.
     blocks: BTreeMap<i32, BlockRollup>,
     /// Blocks that closed since the last insert (their final rows are still to be written).
     closed: Vec<BlockRollup>,
-    /// Blocks touched since the last insert.
-    touched: bool,
+    /// Per partition read since the last insert, the offset after the last record added: the
+    /// position written with the rows.
+    positions: BTreeMap<i32, i64>,
+    /// Partitions with rows, dead letters or blocks to write since the last insert.
+    touched: BTreeSet<i32>,
 }
 
 impl Batch {
     /// Adds one record of `<prefix>.events`.
     pub fn add(&mut self, record: &Record) {
+        let next = self.positions.entry(record.partition).or_insert(0);
+        *next = (*next).max(record.offset + 1);
         let row = match read(record) {
             Read::Row(row) => *row,
             Read::Other => return,
             Read::Bad => {
-                self.dead.push((record.key.clone(), record.value.clone().unwrap_or_default()));
+                self.dead.push((record.partition, record.key.clone(), record.value.clone().unwrap_or_default()));
+                self.touched.insert(record.partition);
                 return;
             }
         };
@@ -78,8 +97,8 @@ impl Batch {
             self.closed.push(done);
         }
         open.add(&row, record.offset);
-        self.rows.push(row);
-        self.touched = true;
+        self.rows.push((record.partition, row));
+        self.touched.insert(record.partition);
     }
 
     pub fn len(&self) -> usize {
@@ -87,7 +106,19 @@ impl Batch {
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.touched
+        self.touched.is_empty()
+    }
+
+    /// Drops everything held of `partitions`: unwritten rows, dead letters, blocks and
+    /// positions. What is dropped is read again by whoever reads the partition next, from the
+    /// start of the block holding the position written last.
+    pub fn forget(&mut self, partitions: &BTreeSet<i32>) {
+        self.rows.retain(|(p, _)| !partitions.contains(p));
+        self.dead.retain(|(p, _, _)| !partitions.contains(p));
+        self.blocks.retain(|p, _| !partitions.contains(p));
+        self.closed.retain(|b| !partitions.contains(&b.partition));
+        self.positions.retain(|p, _| !partitions.contains(p));
+        self.touched.retain(|p| !partitions.contains(p));
     }
 
     /// The rollup rows to write: closed blocks and the open ones, whole.
@@ -100,7 +131,8 @@ impl Batch {
         self.rows.clear();
         self.dead.clear();
         self.closed.clear();
-        self.touched = false;
+        self.positions.clear();
+        self.touched.clear();
     }
 }
 
@@ -146,13 +178,13 @@ struct Sink<'a> {
     metrics: &'a ConsumerMetrics,
 }
 
-/// Inserts a batch, then the position; bad records go to the dead-letter topic first. Nothing
-/// is cleared on failure.
-async fn write(sink: &Sink<'_>, batch: &mut Batch, position: &[(i32, i64)]) -> Result<(), String> {
-    for (key, value) in &batch.dead {
+/// Inserts a batch, then its positions; bad records go to the dead-letter topic first.
+/// Nothing is cleared on failure.
+async fn write(sink: &Sink<'_>, batch: &mut Batch) -> Result<(), String> {
+    for (_, key, value) in &batch.dead {
         sink.topics.append("dead_letters", key, Some(value)).await.map_err(|e| format!("dead letters: {e}"))?;
     }
-    insert(sink.client, batch, position).await.map_err(|e| e.to_string())?;
+    insert(sink.client, batch).await.map_err(|e| e.to_string())?;
     let m = sink.metrics;
     m.rows.with_label_values(&[NAME, "spend_logs"]).inc_by(batch.rows.len() as u64);
     m.skipped.with_label_values(&[NAME, "unreadable"]).inc_by(batch.dead.len() as u64);
@@ -165,14 +197,10 @@ async fn write(sink: &Sink<'_>, batch: &mut Batch, position: &[(i32, i64)]) -> R
     Ok(())
 }
 
-async fn insert(
-    client: &clickhouse::Client,
-    batch: &Batch,
-    position: &[(i32, i64)],
-) -> Result<(), clickhouse::error::Error> {
+async fn insert(client: &clickhouse::Client, batch: &Batch) -> Result<(), clickhouse::error::Error> {
     if !batch.rows.is_empty() {
         let mut insert = client.insert::<SpendLogRow>("spend_logs").await?;
-        for row in &batch.rows {
+        for (_, row) in &batch.rows {
             insert.write(row).await?;
         }
         insert.end().await?;
@@ -187,7 +215,7 @@ async fn insert(
     }
     let now = u32::try_from(jiff::Timestamp::now().as_second()).unwrap_or(0);
     let mut insert = client.insert::<Offset>("consumer_offsets").await?;
-    for (partition, next) in position {
+    for (partition, next) in &batch.positions {
         let next_offset = u64::try_from(*next).unwrap_or(0);
         insert.write(&Offset { consumer: NAME.into(), partition: *partition, next_offset, updated_at: now }).await?;
     }
@@ -195,17 +223,57 @@ async fn insert(
     Ok(())
 }
 
-/// Where to resume: the start of the block holding each saved position.
-async fn resume_from(client: &clickhouse::Client) -> Result<Start, clickhouse::error::Error> {
+/// The positions stored in ClickHouse: the next offset to read, per partition.
+async fn stored_positions(client: &clickhouse::Client) -> Result<BTreeMap<i32, u64>, clickhouse::error::Error> {
     let saved: Vec<Offset> = client
         .query("SELECT consumer, partition, next_offset, updated_at FROM consumer_offsets FINAL WHERE consumer = ?")
         .bind(NAME)
         .fetch_all()
         .await?;
-    if saved.is_empty() {
-        return Ok(Start::Beginning);
+    Ok(saved.into_iter().map(|o| (o.partition, o.next_offset)).collect())
+}
+
+/// Where each newly assigned partition starts: the start of the block holding its stored
+/// position, or the beginning when none is stored.
+fn starts(assigned: &BTreeSet<i32>, stored: &BTreeMap<i32, u64>) -> Vec<(i32, i64)> {
+    assigned
+        .iter()
+        .map(|p| (*p, stored.get(p).map_or(0, |next| block_start(i64::try_from(*next).unwrap_or(i64::MAX)))))
+        .collect()
+}
+
+/// After a rebalance: forgets what the batch holds of partitions taken away or given anew,
+/// then places the given ones where [`starts`] says (reading their positions from ClickHouse,
+/// retried until it answers). False when stopped first.
+async fn take_over(
+    follower: &mut Follower,
+    batch: &mut Batch,
+    change: Reassigned,
+    client: &clickhouse::Client,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<bool, String> {
+    batch.forget(&change.revoked.union(&change.assigned).copied().collect());
+    if !change.revoked.is_empty() {
+        tracing::info!(partitions = ?change.revoked.iter().collect::<Vec<_>>(), "spend consumer: partitions revoked");
     }
-    Ok(Start::At(saved.iter().map(|o| (o.partition, block_start(i64::try_from(o.next_offset).unwrap_or(0)))).collect()))
+    if change.assigned.is_empty() {
+        return Ok(true);
+    }
+    let stored = loop {
+        match with_deadline(stored_positions(client)).await.and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok(stored) => break stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the spend consumer's positions from ClickHouse; retrying");
+                if sleep_or_stop(stop, Duration::from_secs(1)).await {
+                    return Ok(false);
+                }
+            }
+        }
+    };
+    let at = starts(&change.assigned, &stored);
+    tracing::info!(partitions = ?change.assigned.iter().collect::<Vec<_>>(), from = ?at, "spend consumer: partitions assigned");
+    follower.place(&at).await.map_err(|e| format!("cannot start reading the assigned partitions: {e}"))?;
+    Ok(true)
 }
 
 /// Runs until `stop` turns true (then writes what it holds). ClickHouse errors are retried.
@@ -217,23 +285,10 @@ pub async fn run(
 ) -> Result<(), String> {
     let client = crate::clickhouse::client(&clickhouse);
     let sink = Sink { client: &client, topics: &topics, metrics: &metrics };
-    let start = loop {
-        match with_deadline(resume_from(&client))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-        {
-            Ok(start) => break start,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the spend consumer's position from ClickHouse; retrying");
-                if sleep_or_stop(&mut stop, Duration::from_secs(1)).await {
-                    return Ok(());
-                }
-            }
-        }
-    };
-    tracing::info!(?start, block = BLOCK, "spend consumer starting");
-    let mut follower = topics.follow("events", start).map_err(|e| format!("cannot follow the events: {e}"))?;
+    let group = topics.group(NAME);
+    tracing::info!(%group, block = BLOCK, "spend consumer starting");
+    let mut follower =
+        topics.follow("events", Start::Shared(group)).map_err(|e| format!("cannot follow the events: {e}"))?;
     let mut batch = Batch::default();
     let mut since = Instant::now();
     let mut backoff = Duration::from_millis(200);
@@ -247,13 +302,19 @@ pub async fn run(
                     let _ = sleep_or_stop(&mut stop, Duration::from_secs(1)).await;
                 }
             }
+            if let Some(change) = follower.reassigned() {
+                if !take_over(&mut follower, &mut batch, change, &client, &mut stop).await? {
+                    return Ok(());
+                }
+            }
         }
         let due = batch.len() >= BATCH_ROWS || since.elapsed() >= BATCH_TIME || stopping;
         if due && !batch.is_empty() {
-            match with_deadline(write(&sink, &mut batch, &follower.position())).await.and_then(|r| r) {
+            match with_deadline(write(&sink, &mut batch)).await.and_then(|r| r) {
                 Ok(()) => {
                     since = Instant::now();
                     backoff = Duration::from_millis(200);
+                    commit(&mut follower).await;
                 }
                 Err(e) => {
                     metrics.retries.with_label_values(&[NAME]).inc();
@@ -267,10 +328,11 @@ pub async fn run(
                         if sleep_or_stop(&mut stop, backoff).await {
                             break;
                         }
-                        match with_deadline(write(&sink, &mut batch, &follower.position())).await.and_then(|r| r) {
+                        match with_deadline(write(&sink, &mut batch)).await.and_then(|r| r) {
                             Ok(()) => {
                                 tracing::info!("ClickHouse is back: the spend consumer goes on");
                                 backoff = Duration::from_millis(200);
+                                commit(&mut follower).await;
                                 break;
                             }
                             Err(e) => {
@@ -289,6 +351,14 @@ pub async fn run(
         if stopping {
             return Ok(());
         }
+    }
+}
+
+/// After ClickHouse has a batch: the group's offsets in Kafka follow, for operators' lag tools
+/// only (a failure, e.g. during a rebalance, is logged and left to the next batch).
+async fn commit(follower: &mut Follower) {
+    if let Err(e) = follower.commit().await {
+        tracing::warn!(error = %e, "cannot commit the spend consumer group's offsets to Kafka (lag tools only)");
     }
 }
 
@@ -491,5 +561,64 @@ pub async fn run_memory(
             },
             _ = stop.changed() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::types::CallerFields;
+
+    /// A response event at `offset` of `partition`, costing 1 USD.
+    fn record(partition: i32, offset: i64) -> Record {
+        let caller = CallerFields { api_key_hash: Some("k".into()), ..CallerFields::default() };
+        let event = crate::events::types::tests::response(caller, 1.0);
+        let value = Event::Response(Box::new(event)).to_json();
+        Record { partition, offset, key: format!("call-{offset}"), value: Some(value) }
+    }
+
+    /// A record the spend consumer does not count (a request event).
+    fn other(partition: i32, offset: i64) -> Record {
+        let value = br#"{"schema_version":1,"type":"request"}"#.to_vec();
+        Record { partition, offset, key: String::new(), value: Some(value) }
+    }
+
+    #[test]
+    fn a_batch_writes_the_position_after_every_record_read_per_partition() {
+        let mut batch = Batch::default();
+        for r in [record(0, 7), other(0, 8), record(1, 3)] {
+            batch.add(&r);
+        }
+        assert_eq!(batch.positions, BTreeMap::from([(0, 9), (1, 4)]));
+        assert_eq!(batch.len(), 2);
+        batch.written();
+        assert!(batch.is_empty() && batch.positions.is_empty());
+        // The open blocks stay: the next insert rewrites them whole, from their first offset.
+        assert_eq!(batch.rollups().iter().map(|r| r.source_partition).collect::<BTreeSet<_>>(), [0, 1].into());
+    }
+
+    #[test]
+    fn forgetting_a_partition_drops_its_rows_blocks_and_position_only() {
+        let mut batch = Batch::default();
+        for r in [record(0, 4095), record(0, 4096), record(1, 3), record(1, 4)] {
+            batch.add(&r);
+        }
+        batch.add(&Record { partition: 0, offset: 4097, key: "bad".into(), value: Some(b"{not json".to_vec()) });
+        assert_eq!(batch.closed.len(), 1, "offset 4096 closed partition 0's first block");
+        batch.forget(&[0].into());
+        assert_eq!(batch.rows.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [1, 1]);
+        assert!(batch.dead.is_empty() && batch.closed.is_empty());
+        assert_eq!(batch.positions, BTreeMap::from([(1, 5)]));
+        let rollups = batch.rollups();
+        assert!(rollups.iter().all(|r| r.source_partition == 1));
+        assert_eq!(rollups.iter().find(|r| r.entity_kind == "key").map(|r| r.requests), Some(2));
+        batch.forget(&[1].into());
+        assert!(batch.is_empty() && batch.rollups().is_empty());
+    }
+
+    #[test]
+    fn a_partition_starts_at_the_block_holding_its_stored_position_or_the_beginning() {
+        let stored = BTreeMap::from([(0, 4095), (1, 4096), (2, 10_000), (9, 5)]);
+        assert_eq!(starts(&[0, 1, 2, 3].into(), &stored), [(0, 0), (1, 4096), (2, 8192), (3, 0)]);
     }
 }
