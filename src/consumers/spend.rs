@@ -291,7 +291,6 @@ pub async fn run(
         topics.follow("events", Start::Shared(group)).map_err(|e| format!("cannot follow the events: {e}"))?;
     let mut batch = Batch::default();
     let mut since = Instant::now();
-    let mut backoff = Duration::from_millis(200);
     loop {
         let stopping = *stop.borrow();
         if !stopping {
@@ -310,47 +309,49 @@ pub async fn run(
         }
         let due = batch.len() >= BATCH_ROWS || since.elapsed() >= BATCH_TIME || stopping;
         if due && !batch.is_empty() {
-            match with_deadline(write(&sink, &mut batch)).await.and_then(|r| r) {
-                Ok(()) => {
-                    since = Instant::now();
-                    backoff = Duration::from_millis(200);
-                    commit(&mut follower).await;
-                }
-                Err(e) => {
-                    metrics.retries.with_label_values(&[NAME]).inc();
-                    tracing::warn!(error = %e, rows = batch.len(), ?backoff, "writing to ClickHouse failed; retrying");
-                    if stopping {
-                        return Err(format!("stopped with {} spend rows not written: {e}", batch.len()));
-                    }
-                    // Keep the batch; do not read further until it is written. A stop meanwhile
-                    // makes the outer loop try once more, then give up.
-                    loop {
-                        if sleep_or_stop(&mut stop, backoff).await {
-                            break;
-                        }
-                        match with_deadline(write(&sink, &mut batch)).await.and_then(|r| r) {
-                            Ok(()) => {
-                                tracing::info!("ClickHouse is back: the spend consumer goes on");
-                                backoff = Duration::from_millis(200);
-                                commit(&mut follower).await;
-                                break;
-                            }
-                            Err(e) => {
-                                metrics.retries.with_label_values(&[NAME]).inc();
-                                tracing::warn!(error = %e, rows = batch.len(), ?backoff, "writing to ClickHouse failed; retrying")
-                            }
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                    since = Instant::now();
-                }
-            }
-        } else if due {
+            flush(&sink, &mut batch, &mut follower, &mut stop, stopping).await?;
+        }
+        if due {
             since = Instant::now();
         }
         if stopping {
             return Ok(());
         }
+    }
+}
+
+/// Writes the batch, then commits the group's offsets to Kafka. While ClickHouse fails it keeps
+/// the batch and retries with backoff, reading nothing further (the log holds what comes); once
+/// stopping, it tries once more, then gives up with an error.
+async fn flush(
+    sink: &Sink<'_>,
+    batch: &mut Batch,
+    follower: &mut Follower,
+    stop: &mut watch::Receiver<bool>,
+    mut stopping: bool,
+) -> Result<(), String> {
+    let mut backoff = Duration::from_millis(200);
+    let mut failed = false;
+    loop {
+        match with_deadline(write(sink, batch)).await.and_then(|r| r) {
+            Ok(()) => {
+                if failed {
+                    tracing::info!("ClickHouse is back: the spend consumer goes on");
+                }
+                commit(follower).await;
+                return Ok(());
+            }
+            Err(e) => {
+                sink.metrics.retries.with_label_values(&[NAME]).inc();
+                tracing::warn!(error = %e, rows = batch.len(), ?backoff, "writing to ClickHouse failed; retrying");
+                if stopping {
+                    return Err(format!("stopped with {} spend rows not written: {e}", batch.len()));
+                }
+            }
+        }
+        failed = true;
+        stopping = sleep_or_stop(stop, backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
