@@ -81,7 +81,7 @@ pub enum Start {
     End,
     /// Where the named consumer last committed ([`Follower::commit`]); the beginning if it never
     /// did. One follower per name at a time: the name keeps a position, it does not share out
-    /// partitions between members.
+    /// partitions between members (that is [`Start::Shared`]).
     Group(String),
     /// The next offset to read, per partition (as [`Follower::position`] returned it, e.g. from
     /// a snapshot); partitions not listed start at the beginning.
@@ -267,7 +267,7 @@ impl Topics {
 
     /// A follower of the topic `short` from `start`. With Kafka, cheap: the first
     /// [`Follower::next_batch`] creates the topic if missing, fetches the watermarks and the
-    /// group's offsets, and assigns the partitions. Embedded: reads the group's file, and the
+    /// group's offsets, and assigns the partitions (or, [`Start::Shared`], joins the group). Embedded: reads the group's file, and the
     /// first use of a topic in the process opens it (reads its file through, compacts it if
     /// due) in the calling thread; `Start::End` on the event log reads its last segment through.
     ///
