@@ -93,6 +93,12 @@ impl<T: Default> Blocks<T> {
     pub fn written(&mut self) {
         self.closed.clear();
     }
+
+    /// Drops the blocks of `partitions`.
+    pub fn forget(&mut self, partitions: &std::collections::BTreeSet<i32>) {
+        self.open.retain(|p, _| !partitions.contains(p));
+        self.closed.retain(|b| !partitions.contains(&b.partition));
+    }
 }
 
 /// An RFC 3339 time as (seconds, milliseconds) since the epoch; the epoch when unreadable.

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::spend::{read, Read};
-use super::writer::insert_all;
+use super::writer::{insert_all, Dead};
 use crate::clickhouse::rows::{Block, Blocks, SpendLogRow};
 use crate::events::topics::Record;
 use crate::events::types::kind_hint;
@@ -185,10 +185,10 @@ impl MinuteRollup {
 #[derive(Default)]
 pub struct Rollups {
     blocks: Blocks<BTreeMap<(u32, String), Minute>>,
-    dead: Vec<(String, Vec<u8>)>,
+    dead: Vec<Dead>,
     newest_ms: u64,
-    /// Records taken since the last insert.
-    taken: usize,
+    /// Records taken since the last insert, per partition.
+    taken: BTreeMap<i32, usize>,
 }
 
 /// Which topic a [`Minutes`] follows, and what it takes from each record.
@@ -216,9 +216,7 @@ impl Source for Calls {
                 block.call(record.offset, &row);
             }
             Read::Other => {}
-            Read::Bad => {
-                r.dead.push((record.key.clone(), record.value.clone().unwrap_or_default()));
-            }
+            Read::Bad => r.dead.push(Dead::of(record)),
         }
     }
 }
@@ -241,7 +239,7 @@ impl Source for Cooldowns {
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(partition = record.partition, offset = record.offset, error = %e, "a deployment event the analytics consumer cannot read; skipped");
-                r.dead.push((record.key.clone(), value.to_vec()));
+                r.dead.push(Dead::of(record));
             }
         }
     }
@@ -264,19 +262,19 @@ impl<S: Source> super::writer::Batch for Minutes<S> {
     const TOPIC: &'static str = S::TOPIC;
 
     fn add(&mut self, record: &Record) {
-        self.rollups.taken += 1;
+        *self.rollups.taken.entry(record.partition).or_default() += 1;
         S::add(&mut self.rollups, record);
     }
 
     fn len(&self) -> usize {
-        self.rollups.taken
+        self.rollups.taken.values().sum()
     }
 
     fn is_empty(&self) -> bool {
-        self.rollups.taken == 0
+        self.rollups.taken.is_empty()
     }
 
-    fn dead(&self) -> &[(String, Vec<u8>)] {
+    fn dead(&self) -> &[Dead] {
         &self.rollups.dead
     }
 
@@ -286,14 +284,21 @@ impl<S: Source> super::writer::Batch for Minutes<S> {
 
     async fn insert(&self, client: &clickhouse::Client) -> Result<Vec<(&'static str, u64)>, clickhouse::error::Error> {
         let rows: Vec<MinuteRow> = self.rollups.blocks.iter().flat_map(|b| b.rows(S::TOPIC)).collect();
-        Ok(vec![insert_all(client, TABLE, &rows).await?])
+        Ok(vec![insert_all(client, TABLE, rows.iter()).await?])
     }
 
     fn written(&mut self) {
         let r = &mut self.rollups;
         r.blocks.written();
         r.dead.clear();
-        r.taken = 0;
+        r.taken.clear();
+    }
+
+    fn forget(&mut self, partitions: &std::collections::BTreeSet<i32>) {
+        let r = &mut self.rollups;
+        r.blocks.forget(partitions);
+        r.dead.retain(|d| !partitions.contains(&d.partition));
+        r.taken.retain(|p, _| !partitions.contains(p));
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::sleep_or_stop;
-use super::writer::{insert_all, run};
+use super::writer::{insert_all, run, Dead};
 use super::ConsumerMetrics;
 use crate::clickhouse::queries::{DayFilter, DayRow, LogFilter};
 use crate::clickhouse::rows::{rollup_keys, BlockRollup, Blocks, DailySpendRow, Key, SpendLogRow, Totals};
@@ -28,15 +28,13 @@ const READ_BATCH: usize = 5000;
 /// What the consumer holds between inserts.
 #[derive(Default)]
 pub struct Batch {
-    rows: Vec<SpendLogRow>,
-    /// Records that cannot be read: (key, value), for `<prefix>.dead_letters`.
-    dead: Vec<(String, Vec<u8>)>,
+    /// The rows to insert, each with the partition it was read from.
+    rows: Vec<(i32, SpendLogRow)>,
+    dead: Vec<Dead>,
     /// When the newest event read ended (ms since the epoch): the consumer's lag.
     newest_ms: u64,
     /// The rollups per block, each rebuilt from its first offset.
     blocks: Blocks<BTreeMap<Key, Totals>>,
-    /// Blocks touched since the last insert.
-    touched: bool,
 }
 
 impl super::writer::Batch for Batch {
@@ -48,14 +46,13 @@ impl super::writer::Batch for Batch {
             Read::Row(row) => *row,
             Read::Other => return,
             Read::Bad => {
-                self.dead.push((record.key.clone(), record.value.clone().unwrap_or_default()));
+                self.dead.push(Dead::of(record));
                 return;
             }
         };
         self.newest_ms = self.newest_ms.max(row.start_time_ms.saturating_add(row.duration_ms as u64));
         self.blocks.at(record.partition, record.offset).add(&row, record.offset);
-        self.rows.push(row);
-        self.touched = true;
+        self.rows.push((record.partition, row));
     }
 
     fn len(&self) -> usize {
@@ -63,10 +60,10 @@ impl super::writer::Batch for Batch {
     }
 
     fn is_empty(&self) -> bool {
-        !self.touched
+        self.rows.is_empty() && self.dead.is_empty()
     }
 
-    fn dead(&self) -> &[(String, Vec<u8>)] {
+    fn dead(&self) -> &[Dead] {
         &self.dead
     }
 
@@ -77,8 +74,8 @@ impl super::writer::Batch for Batch {
     async fn insert(&self, client: &clickhouse::Client) -> Result<Vec<(&'static str, u64)>, clickhouse::error::Error> {
         let rollups: Vec<DailySpendRow> = self.blocks.iter().flat_map(BlockRollup::rows).collect();
         Ok(vec![
-            insert_all(client, "spend_logs", &self.rows).await?,
-            insert_all(client, "daily_spend", &rollups).await?,
+            insert_all(client, "spend_logs", self.rows.iter().map(|(_, row)| row)).await?,
+            insert_all(client, "daily_spend", rollups.iter()).await?,
         ])
     }
 
@@ -87,7 +84,12 @@ impl super::writer::Batch for Batch {
         self.rows.clear();
         self.dead.clear();
         self.blocks.written();
-        self.touched = false;
+    }
+
+    fn forget(&mut self, partitions: &std::collections::BTreeSet<i32>) {
+        self.rows.retain(|(p, _)| !partitions.contains(p));
+        self.dead.retain(|d| !partitions.contains(&d.partition));
+        self.blocks.forget(partitions);
     }
 }
 
@@ -307,5 +309,56 @@ pub async fn run_memory(
             },
             _ = stop.changed() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::consumers::writer::Batch as _;
+    use crate::events::types::CallerFields;
+
+    /// A response event at `offset` of `partition`, costing 1 USD.
+    fn record(partition: i32, offset: i64) -> Record {
+        let caller = CallerFields { api_key_hash: Some("k".into()), ..CallerFields::default() };
+        let event = crate::events::types::tests::response(caller, 1.0);
+        let value = Event::Response(Box::new(event)).to_json();
+        Record { partition, offset, key: format!("call-{offset}"), value: Some(value) }
+    }
+
+    fn rollups(batch: &Batch) -> Vec<DailySpendRow> {
+        batch.blocks.iter().flat_map(BlockRollup::rows).collect()
+    }
+
+    #[test]
+    fn forgetting_a_partition_drops_its_rows_dead_letters_and_blocks_only() {
+        let mut batch = Batch::default();
+        for r in [record(0, 4095), record(0, 4096), record(1, 3), record(1, 4)] {
+            batch.add(&r);
+        }
+        batch.add(&Record { partition: 0, offset: 4097, key: "bad".into(), value: Some(b"{not json".to_vec()) });
+        batch.forget(&BTreeSet::from([0]));
+        assert_eq!(batch.rows.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [1, 1]);
+        assert!(batch.dead.is_empty());
+        let rows = rollups(&batch);
+        assert!(rows.iter().all(|r| r.source_partition == 1));
+        assert_eq!(rows.iter().find(|r| r.entity_kind == "key").map(|r| r.requests), Some(2));
+        batch.forget(&BTreeSet::from([1]));
+        assert!(batch.is_empty() && rollups(&batch).is_empty());
+    }
+
+    #[test]
+    fn written_batches_keep_their_open_blocks_to_rewrite_them_whole() {
+        let mut batch = Batch::default();
+        for r in [record(0, 7), record(1, 3)] {
+            batch.add(&r);
+        }
+        assert_eq!(batch.len(), 2);
+        batch.written();
+        assert!(batch.is_empty());
+        let partitions: BTreeSet<i32> = rollups(&batch).iter().map(|r| r.source_partition).collect();
+        assert_eq!(partitions, BTreeSet::from([0, 1]));
     }
 }

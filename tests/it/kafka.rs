@@ -402,7 +402,7 @@ async fn sigterm_flushes_and_a_restart_drains_the_spool() {
         .spawn()
         .unwrap();
     let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let models = format!("model_list:\n  - {{model_name: g, litellm_params: {{model: openai/slow-200ms, api_base: 'http://127.0.0.1:{mock_port}/v1'}}}}\n");
+    let models = format!("model_list:\n  - {{model_name: g, litellm_params: {{model: openai/slow-1500ms, api_base: 'http://127.0.0.1:{mock_port}/v1'}}}}\n");
     let yaml = kafka_yaml(&models, &broker, &prefix);
     let config = std::env::temp_dir().join(format!("switchyard-kafka-{}.yaml", uuid::Uuid::new_v4()));
     std::fs::write(&config, yaml).unwrap();
@@ -427,7 +427,9 @@ async fn sigterm_flushes_and_a_restart_drains_the_spool() {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Long enough for every request to reach the gateway on a busy machine, well within the
+        // upstream's 1.5 s: the SIGTERM finds them all in flight.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(Command::new("kill").args(["-TERM", &gateway.id().to_string()]).status().unwrap().success());
         for call in in_flight {
             calls.push(call.await.unwrap());

@@ -8,6 +8,7 @@ mod cluster;
 mod endpoints;
 mod events;
 mod fuzz;
+mod groups;
 mod hardening;
 mod kafka;
 mod keys;

@@ -1,7 +1,9 @@
 //! Keyed topics (`events::topics`) on a real Kafka-protocol broker (tansu): appends, followers
-//! from the beginning and the end, caught_up, and a named consumer resuming after its commit.
+//! from the beginning and the end, caught_up, a named consumer resuming after its commit, and
+//! shared followers splitting a topic's partitions through the group protocol.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchyard::events::log::FsyncPolicy;
@@ -11,13 +13,17 @@ use switchyard::events::{EventLogConfig, KafkaConfig};
 use crate::kafka::Broker;
 
 fn config(broker: &Broker) -> EventLogConfig {
+    config_with(broker, 2)
+}
+
+fn config_with(broker: &Broker, partitions: i32) -> EventLogConfig {
     let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     EventLogConfig {
         enabled: false,
         kafka: Some(KafkaConfig {
             bootstrap_servers: broker.bootstrap(),
             topic_prefix: prefix,
-            partitions: 2,
+            partitions,
             replication_factor: 1,
             producer: Vec::new(),
         }),
@@ -117,4 +123,90 @@ async fn a_kafka_group_resumes_after_its_committed_position() {
     // Another name starts at the beginning.
     let mut other = topics.follow("spend", Start::Group("other".into())).unwrap();
     assert_eq!(read(&mut other, 8).await.len(), 8);
+}
+
+/// A shared follower driven in a task of its own: it places every partition it is given at
+/// the beginning, and shows what it owns and the keys it read (stopped when dropped).
+struct Member {
+    owned: Arc<Mutex<BTreeSet<i32>>>,
+    keys: Arc<Mutex<BTreeSet<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Member {
+    fn join(topics: &Topics, group: &str) -> Self {
+        let mut follower = topics.follow("alerts", Start::Shared(group.into())).unwrap();
+        let (owned, keys) = (Arc::new(Mutex::new(BTreeSet::new())), Arc::new(Mutex::new(BTreeSet::new())));
+        let (o, k) = (owned.clone(), keys.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let batch = follower.next_batch(100, Duration::from_millis(100)).await.unwrap();
+                k.lock().unwrap().extend(batch.into_iter().map(|r| r.key));
+                if let Some(change) = follower.reassigned() {
+                    let at: Vec<(i32, i64)> = change.assigned.iter().map(|p| (*p, 0)).collect();
+                    follower.place(&at).await.unwrap();
+                    let mut owned = o.lock().unwrap();
+                    owned.retain(|p| !change.revoked.contains(p));
+                    owned.extend(change.assigned);
+                }
+            }
+        });
+        Self { owned, keys, task }
+    }
+
+    fn owned(&self) -> BTreeSet<i32> {
+        self.owned.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `done` every 100 ms for up to 60 s (a dead member's partitions move after the
+/// session timeout, 10 s).
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_followers_split_the_partitions_and_one_takes_over_when_the_other_leaves() {
+    let Some(broker) = Broker::start() else { return };
+    let topics = Topics::open(&config_with(&broker, 4)).unwrap();
+    let group = topics.group("test");
+    let keys = |range: std::ops::Range<usize>| range.map(|n| format!("k{n}")).collect::<BTreeSet<_>>();
+    for key in keys(0..40) {
+        topics.append("alerts", &key, Some(b"x")).await.unwrap();
+    }
+    let all: BTreeSet<i32> = (0..4).collect();
+    let first = Member::join(&topics, &group);
+    until("the first member has every partition", || first.owned() == all).await;
+    until("it read every record", || *first.keys.lock().unwrap() == keys(0..40)).await;
+
+    let second = Member::join(&topics, &group);
+    until("both members have partitions, none twice", || {
+        let (a, b) = (first.owned(), second.owned());
+        !a.is_empty() && !b.is_empty() && a.is_disjoint(&b) && a.union(&b).copied().collect::<BTreeSet<_>>() == all
+    })
+    .await;
+    eprintln!("shared: first {:?}, second {:?}", first.owned(), second.owned());
+    // Each record is read by the member that owns its partition (from the beginning, here).
+    until("the second read its partitions", || !second.keys.lock().unwrap().is_empty()).await;
+
+    drop(second);
+    until("the first has every partition again", || first.owned() == all).await;
+    first.keys.lock().unwrap().clear();
+    for key in keys(40..60) {
+        topics.append("alerts", &key, Some(b"x")).await.unwrap();
+    }
+    until("the first read the new records of every partition", || {
+        first.keys.lock().unwrap().is_superset(&keys(40..60))
+    })
+    .await;
 }

@@ -174,7 +174,8 @@ impl Embedded {
         };
         // Where it starts, unless at the end (which depends on the source).
         let fixed = match &start {
-            Start::Beginning => Some(0),
+            // `Start::Shared` is opened (by `Follower::place`) as `Start::At`, never as itself.
+            Start::Beginning | Start::Shared(_) => Some(0),
             Start::End => None,
             Start::At(at) => Some(at.iter().find(|(p, _)| *p == 0).map_or(0, |(_, o)| (*o).max(0))),
             Start::Group(_) => match &group {
@@ -1086,6 +1087,27 @@ mod tests {
         drop(fresh);
         let mut again = topics.follow("alerts", Start::GroupOrEnd("deliver".into())).unwrap();
         assert_eq!(summary(&drain(&mut again).await), [(1, "new", Some("y"))], "from the commit on");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shared_follower_is_the_whole_group_and_reads_nothing_until_placed() {
+        let dir = temp_dir();
+        let topics = Topics::open(&config(&dir)).unwrap();
+        for n in 0..5 {
+            topics.append("alerts", &format!("a{n}"), Some(b"x")).await.unwrap();
+        }
+        let mut shared = topics.follow("alerts", Start::Shared(topics.group("spend"))).unwrap();
+        assert_eq!(topics.group("spend"), "switchyard.consumer.spend");
+        assert!(shared.next_batch(10, Duration::from_secs(5)).await.unwrap().is_empty(), "returns at once");
+        let change = shared.reassigned().unwrap();
+        assert_eq!((change.assigned, change.revoked), ([0].into(), [].into()));
+        assert!(shared.reassigned().is_none(), "reported once");
+        assert!(shared.next_batch(10, Duration::from_millis(20)).await.unwrap().is_empty(), "held");
+        shared.place(&[(0, 3)]).await.unwrap();
+        assert_eq!(summary(&drain(&mut shared).await), [(3, "a3", Some("x")), (4, "a4", Some("x"))]);
+        assert_eq!(shared.position(), [(0, 5)]);
+        assert!(shared.reassigned().is_none(), "nothing is ever revoked");
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -25,11 +25,32 @@
 //!
 //! - [`embedded`]: one directory per topic under `event_log.path`, one partition (0).
 //! - [`kafka`]: rdkafka; topics created if missing (`cleanup.policy=compact` for `keys` and
-//!   `spend`), an idempotent producer, followers by manual assignment of every partition.
+//!   `spend`), an idempotent producer, followers by manual assignment of every partition, or
+//!   ([`Start::Shared`]) members of a consumer group that share the partitions out.
+//!
+//! # Shared followers
+//!
+//! A [`Start::Shared`] follower is one member of a consumer group: the group's members (in
+//! any number of processes) share the topic's partitions, each partition read by one member at
+//! a time, moved when a member joins, leaves or dies. The caller keeps its positions where it
+//! likes (the spend consumer: in ClickHouse), so a partition given to the follower is *held*,
+//! nothing read from it, until the caller *places* it at an offset:
+//!
+//! 1. [`Follower::next_batch`] returns early when the assignment changed (and at once while
+//!    a change is unreported); it never returns a record of a partition the follower no longer
+//!    has, or has not placed.
+//! 2. [`Follower::reassigned`] says what changed since it was last asked: partitions revoked
+//!    (whatever the caller holds of them unwritten is the next owner's to read again) and
+//!    partitions assigned (held until placed).
+//! 3. [`Follower::place`] starts the held partitions at the caller's offsets.
+//!
+//! On the embedded log, which is one process's, the follower is the whole group: the first
+//! [`Follower::reassigned`] assigns it partition 0, and nothing is ever revoked.
 
 mod embedded;
 mod kafka;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::EventLogConfig;
@@ -60,7 +81,7 @@ pub enum Start {
     End,
     /// Where the named consumer last committed ([`Follower::commit`]); the beginning if it never
     /// did. One follower per name at a time: the name keeps a position, it does not share out
-    /// partitions between members.
+    /// partitions between members (that is [`Start::Shared`]).
     Group(String),
     /// As `Group`, but the end (as [`Start::End`]) for a name that never committed: a consumer
     /// that reacts to what happens from its first start on (alerts), not to the history.
@@ -68,6 +89,37 @@ pub enum Start {
     /// The next offset to read, per partition (as [`Follower::position`] returned it, e.g. from
     /// a snapshot); partitions not listed start at the beginning.
     At(Vec<(i32, i64)>),
+    /// A member of the named consumer group, sharing the topic's partitions with the group's
+    /// other members (Kafka's group protocol: subscribe, not assign). Each partition is held
+    /// until the caller places it ([`Follower::place`]): the group's committed offsets are
+    /// never where it starts. See the module's "Shared followers". Embedded: the whole log.
+    Shared(String),
+}
+
+/// What changed in a [`Start::Shared`] follower's partitions since [`Follower::reassigned`]
+/// was last called.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reassigned {
+    /// Taken away: the follower returns none of their records any more. (A partition taken
+    /// away and given back is in both sets: drop what is held of it, then place it again.)
+    pub revoked: BTreeSet<i32>,
+    /// Given to the follower and held: nothing is read from them until they are placed.
+    pub assigned: BTreeSet<i32>,
+}
+
+impl Reassigned {
+    fn is_empty(&self) -> bool {
+        self.revoked.is_empty() && self.assigned.is_empty()
+    }
+
+    fn assign(&mut self, partition: i32) {
+        self.assigned.insert(partition);
+    }
+
+    fn revoke(&mut self, partition: i32) {
+        self.assigned.remove(&partition);
+        self.revoked.insert(partition);
+    }
 }
 
 /// What can go wrong with a topic.
@@ -125,6 +177,15 @@ enum Backend {
 /// The compacted topics: only the last record of each key is kept.
 fn compacted(short: &str) -> bool {
     matches!(short, "keys" | "spend")
+}
+
+/// The embedded log's view a topic is, if it is one.
+fn view(short: &str) -> Option<embedded::View> {
+    match short {
+        "events" => Some(embedded::View::Events),
+        "deployments" => Some(embedded::View::Deployments),
+        _ => None,
+    }
 }
 
 /// The topics the event publisher writes (followed here, never appended to).
@@ -209,26 +270,34 @@ impl Topics {
 
     /// A follower of the topic `short` from `start`. With Kafka, cheap: the first
     /// [`Follower::next_batch`] creates the topic if missing, fetches the watermarks and the
-    /// group's offsets, and assigns the partitions. Embedded: reads the group's file, and the
+    /// group's offsets, and assigns the partitions (or, [`Start::Shared`], joins the group). Embedded: reads the group's file, and the
     /// first use of a topic in the process opens it (reads its file through, compacts it if
     /// due) in the calling thread; `Start::End` on the event log reads its last segment through.
+    ///
+    /// [`Start::Shared`] on the embedded log opens nothing until partition 0 is placed.
     pub fn follow(&self, short: &str, start: Start) -> Result<Follower, TopicError> {
         check_short(short)?;
-        if let Start::Group(group) | Start::GroupOrEnd(group) = &start {
+        if let Start::Group(group) | Start::GroupOrEnd(group) | Start::Shared(group) = &start {
             check_group(group)?;
         }
-        let inner = match &self.backend {
-            Backend::Embedded(e) => {
-                let view = match short {
-                    "events" => Some(embedded::View::Events),
-                    "deployments" => Some(embedded::View::Deployments),
-                    _ => None,
-                };
-                Inner::Embedded(e.follow(&self.name(short), view, compacted(short), start)?)
+        let inner = match (&self.backend, start) {
+            (Backend::Embedded(e), Start::Shared(_)) => {
+                let mut unreported = Reassigned::default();
+                unreported.assign(0);
+                Inner::Unplaced { topics: e.clone(), name: self.name(short), short: short.to_string(), unreported }
             }
-            Backend::Kafka(k) => Inner::Kafka(k.follow(&self.name(short), compacted(short), start)?),
+            (Backend::Embedded(e), start) => {
+                Inner::Embedded(e.follow(&self.name(short), view(short), compacted(short), start)?)
+            }
+            (Backend::Kafka(k), start) => Inner::Kafka(k.follow(&self.name(short), compacted(short), start)?),
         };
         Ok(Follower { inner })
+    }
+
+    /// The consumer group id of the consumer `name` for [`Start::Shared`]:
+    /// `<prefix>.consumer.<name>`, so two deployments on one cluster never share a group.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}.consumer.{name}", self.prefix)
     }
 
     /// Where the named consumer last committed on the topic `short`, per partition (what
@@ -256,6 +325,15 @@ enum Inner {
     Embedded(embedded::Follower),
     /// A Kafka consumer.
     Kafka(kafka::Follower),
+    /// [`Start::Shared`] on the embedded log before partition 0 is placed: what to open then.
+    Unplaced {
+        topics: embedded::Embedded,
+        /// The topic's full and short names.
+        name: String,
+        short: String,
+        /// Partition 0, assigned until [`Follower::reassigned`] reports it.
+        unreported: Reassigned,
+    },
 }
 
 impl Follower {
@@ -267,6 +345,12 @@ impl Follower {
         match &mut self.inner {
             Inner::Embedded(f) => f.next_batch(max, wait).await,
             Inner::Kafka(f) => f.next_batch(max, wait).await,
+            Inner::Unplaced { unreported, .. } => {
+                if unreported.is_empty() {
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(Vec::new())
+            }
         }
     }
 
@@ -279,16 +363,45 @@ impl Follower {
         match &self.inner {
             Inner::Embedded(f) => f.caught_up(),
             Inner::Kafka(f) => f.caught_up(),
+            Inner::Unplaced { .. } => false,
         }
     }
 
     /// The next offset to read, per partition: what [`Start::At`] takes to resume right after
     /// the records returned so far. (Kafka: empty until the first `next_batch` has assigned the
-    /// partitions.)
+    /// partitions. [`Start::Shared`]: the placed partitions only.)
     pub fn position(&self) -> Vec<(i32, i64)> {
         match &self.inner {
             Inner::Embedded(f) => f.position(),
             Inner::Kafka(f) => f.position(),
+            Inner::Unplaced { .. } => Vec::new(),
+        }
+    }
+
+    /// [`Start::Shared`]: what changed in the follower's partitions since the last call
+    /// (`None`: nothing). Other followers: always `None`.
+    pub fn reassigned(&mut self) -> Option<Reassigned> {
+        let changes = match &mut self.inner {
+            Inner::Embedded(_) => return None,
+            Inner::Kafka(f) => f.reassigned(),
+            Inner::Unplaced { unreported, .. } => std::mem::take(unreported),
+        };
+        (!changes.is_empty()).then_some(changes)
+    }
+
+    /// [`Start::Shared`]: starts reading held partitions, each at its offset (the next record
+    /// returned from it is the first at or after it; an offset the topic no longer has means
+    /// its first record). Partitions the follower does not hold are ignored.
+    pub async fn place(&mut self, at: &[(i32, i64)]) -> Result<(), TopicError> {
+        match &mut self.inner {
+            Inner::Embedded(_) => Ok(()),
+            Inner::Kafka(f) => f.place(at).await,
+            Inner::Unplaced { topics, name, short, .. } => {
+                let Some((_, offset)) = at.iter().find(|(p, _)| *p == 0) else { return Ok(()) };
+                let start = Start::At(vec![(0, *offset)]);
+                self.inner = Inner::Embedded(topics.follow(name, view(short), compacted(short), start)?);
+                Ok(())
+            }
         }
     }
 
@@ -304,16 +417,20 @@ impl Follower {
                 Ok(())
             }
             Inner::Kafka(_) => Err(TopicError::Unsupported("skipping ahead of a follower")),
+            Inner::Unplaced { .. } => Ok(()),
         }
     }
 
     /// [`Start::Group`] and [`Start::GroupOrEnd`] followers: stores the position (after the
-    /// records returned so far)
-    /// durably as the group's, where the next follower of the group starts. Others: nothing.
+    /// records returned so far) durably as the group's, where the next follower of the group
+    /// starts. [`Start::Shared`] on Kafka: commits the placed partitions' positions as the
+    /// group's, for operators' lag tools (the follower itself never starts from them). Others:
+    /// nothing.
     pub async fn commit(&mut self) -> Result<(), TopicError> {
         match &mut self.inner {
             Inner::Embedded(f) => f.commit().await,
             Inner::Kafka(f) => f.commit().await,
+            Inner::Unplaced { .. } => Ok(()),
         }
     }
 }
