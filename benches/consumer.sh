@@ -5,9 +5,9 @@
 #      consumer runs; every second, the calls the gateway has published (its response events)
 #      against the rows in spend_logs: the consumer's lag, in calls and in seconds of traffic;
 #      after the load, how long the consumer takes to hold every call.
-#   2. replay: a second consumer process on a fresh database reads the whole topic from the
-#      beginning with nothing else running: its throughput in events per second (request and
-#      response events both count: it reads both), and its CPU per event.
+#   2. replay: the first consumer stopped, a second process on a fresh database reads the whole
+#      topic from the beginning with nothing else running: its throughput in events per second
+#      (request and response events both count: it reads both), and its CPU per event.
 # Target (issue 8): one consumer process keeps up with the gateway's peak req/s.
 #
 # Usage: benches/consumer.sh         (about 2 minutes)
@@ -82,6 +82,9 @@ held=$(rows live)
 median_lag=$(printf '%s\n' "${samples[@]}" | sort -n | awk '{v[NR] = $1} END {print NR ? v[int((NR + 1) / 2)] : 0}')
 
 echo "replay: a second consumer on a fresh database, from the beginning of the topic" >&2
+# The live one leaves the group first (SIGTERM): the same group would share the partitions out.
+stop_pid "$LIVE"
+forget_pid "$LIVE"
 SWITCHYARD_CLICKHOUSE_DATABASE=replay "$BIN" consume spend --config "$CONFIG" >"$TMP/consume-replay.log" 2>&1 &
 REPLAY=$!
 PIDS+=("$REPLAY")
