@@ -64,11 +64,17 @@ fn tier_key(key: &str) -> Option<(u64, &'static str)> {
     Some((above, rate))
 }
 
-/// The tiers of a map entry, from its keys.
-fn tiers_of(entry: &serde_json::Map<String, serde_json::Value>) -> Tiers {
+/// The tiers of a map entry, from its keys (read without building a JSON tree: the map has
+/// thousands of entries of dozens of keys).
+fn tiers_of(entry: &serde_json::value::RawValue) -> Tiers {
+    // The map's keys hold no escapes, so they borrow from the text.
+    let Ok(fields) = serde_json::from_str::<HashMap<&str, &serde_json::value::RawValue>>(entry.get()) else {
+        return Tiers::default();
+    };
     let mut found: Vec<Tier> = Vec::new();
-    for (key, value) in entry {
-        let (Some((above, rate)), Some(value)) = (tier_key(key), value.as_f64()) else { continue };
+    for (key, value) in &fields {
+        let Some((above, rate)) = tier_key(key) else { continue };
+        let Ok(value) = serde_json::from_str::<f64>(value.get()) else { continue };
         let at = match found.iter().position(|t| t.above == above) {
             Some(at) => at,
             None => {
@@ -121,15 +127,14 @@ impl PriceMap {
     }
 
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
-        let raw: HashMap<String, serde_json::Value> = serde_json::from_str(text)?;
+        let raw: HashMap<String, &serde_json::value::RawValue> = serde_json::from_str(text)?;
         let models = raw
             .into_iter()
             .filter(|(k, _)| k != "sample_spec")
             // An entry with an unexpected shape is skipped rather than failing the whole map.
             .filter_map(|(k, v)| {
-                let tiers = v.as_object().map(tiers_of).unwrap_or_default();
-                let entry = serde_json::from_value::<ModelEntry>(v).ok()?;
-                Some((k, ModelEntry { tiers, ..entry }))
+                let entry = serde_json::from_str::<ModelEntry>(v.get()).ok()?;
+                Some((k, ModelEntry { tiers: tiers_of(v), ..entry }))
             })
             .collect();
         Ok(Self { models })
