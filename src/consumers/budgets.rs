@@ -207,7 +207,7 @@ pub async fn run(
         }
     }
     // Tapped before the log is read: the log up to its end and the feed from then on leave no gap.
-    let mut feed = events.map(Tapped::new);
+    let mut feed = events.and_then(Tapped::new);
     let mut fold = Fold::new(keys.table().clone(), tz);
     let topic = topics.name("events");
     let mut follower = loop {
@@ -242,9 +242,7 @@ pub async fn run(
                 }
                 None => {
                     tracing::debug!(topic = %topic, "the publisher's feed fell behind; the budgets consumer reads the log to its end");
-                    if let Some(feed) = &mut feed {
-                        feed.retap();
-                    }
+                    feed = feed.as_ref().and_then(Tapped::retap);
                 }
             },
             batch = follower.next_batch(READ_BATCH, FLUSH_EVERY), if !fed => match batch {
@@ -296,16 +294,16 @@ struct Tapped {
 }
 
 impl Tapped {
-    fn new(events: EventSink) -> Self {
+    /// `None` when `events` takes no tap (Kafka, or the log off): the log is read.
+    fn new(events: EventSink) -> Option<Self> {
         let (tap, rounds) = Feed::new();
-        events.tap(Box::new(tap));
-        Self { events, rounds, live: false }
+        events.tap(Box::new(tap)).then_some(Self { events, rounds, live: false })
     }
 
     /// A new feed, after the last one fell behind and closed: the log is read up to where this
     /// one starts.
-    fn retap(&mut self) {
-        *self = Self::new(self.events.clone());
+    fn retap(&self) -> Option<Self> {
+        Self::new(self.events.clone())
     }
 }
 
