@@ -148,6 +148,18 @@ pub struct SpendLogRow {
 }
 
 impl SpendLogRow {
+    /// The call's token counts.
+    pub fn tokens(&self) -> crate::openai::TokenUsage {
+        crate::openai::TokenUsage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            cache_read_input_tokens: self.cache_read_input_tokens,
+            cache_creation_input_tokens: self.cache_creation_input_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+        }
+    }
+
     pub fn of(e: &ResponseEvent) -> Self {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let (start_time, start_time_ms) = instant(&e.start_time);

@@ -74,7 +74,7 @@ pub struct Minute {
     errors: BTreeMap<String, u64>,
     latency_ms: Vec<f32>,
     ttft_ms: Vec<f32>,
-    tokens: [u64; 6],
+    tokens: crate::openai::TokenUsage,
     spend_nanos: i64,
     cooldowns: u64,
 }
@@ -90,17 +90,7 @@ impl Minute {
         }
         self.latency_ms.push(row.duration_ms as f32);
         self.ttft_ms.extend(row.ttft_ms.map(|t| t as f32));
-        let tokens = [
-            row.prompt_tokens,
-            row.completion_tokens,
-            row.total_tokens,
-            row.cache_read_input_tokens,
-            row.cache_creation_input_tokens,
-            row.reasoning_tokens,
-        ];
-        for (sum, n) in self.tokens.iter_mut().zip(tokens) {
-            *sum += n;
-        }
+        self.tokens.add(&row.tokens());
         self.spend_nanos = self.spend_nanos.saturating_add(row.spend_nanos);
     }
 }
@@ -164,12 +154,12 @@ impl MinuteRollup {
                 error_counts: m.errors.values().copied().collect(),
                 latency_ms: m.latency_ms.clone(),
                 ttft_ms: m.ttft_ms.clone(),
-                prompt_tokens: m.tokens[0],
-                completion_tokens: m.tokens[1],
-                total_tokens: m.tokens[2],
-                cache_read_input_tokens: m.tokens[3],
-                cache_creation_input_tokens: m.tokens[4],
-                reasoning_tokens: m.tokens[5],
+                prompt_tokens: m.tokens.prompt_tokens,
+                completion_tokens: m.tokens.completion_tokens,
+                total_tokens: m.tokens.total_tokens,
+                cache_read_input_tokens: m.tokens.cache_read_input_tokens,
+                cache_creation_input_tokens: m.tokens.cache_creation_input_tokens,
+                reasoning_tokens: m.tokens.reasoning_tokens,
                 spend_nanos: m.spend_nanos,
                 cooldowns: m.cooldowns,
                 source,
